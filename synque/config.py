@@ -1,0 +1,77 @@
+"""Configuration helpers: resolvers, the config hash that identifies a run, flattening, checks.
+
+Kept free of heavy imports so composing a config (and skipping a finished run) stays fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from synque import SynqueError
+
+#: Top-level keys that say *where* things go, not *what* is computed: left out of the hash.
+UNHASHED_KEYS = ("paths", "tracking", "hydra", "force", "progress")
+
+
+def project_root() -> Path:
+    """Root of the checkout (the folder holding `configs/`), or the working directory."""
+    here = Path(__file__).resolve().parent.parent
+    return here if (here / "configs").is_dir() else Path.cwd()
+
+
+def register_resolvers() -> None:
+    """Resolvers used by the YAML files; safe to call more than once."""
+    if not OmegaConf.has_resolver("synque.root"):
+        OmegaConf.register_new_resolver("synque.root", lambda: str(project_root()))
+
+
+register_resolvers()
+
+
+def to_container(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """Resolved plain-python copy of a config."""
+    if isinstance(cfg, DictConfig | ListConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return dict(cfg)
+
+
+def config_hash(cfg: DictConfig | Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> str:
+    """sha256 of the resolved config minus where-things-go keys: the identity of a run."""
+    data = {k: v for k, v in to_container(cfg).items() if k not in UNHASHED_KEYS}
+    if extra:
+        data["__extra__"] = dict(extra)
+    blob = json.dumps(data, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def flatten(data: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Yield `a.b.c` keys of a nested mapping (lists are kept as one value)."""
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            yield from flatten(value, f"{prefix}{key}.")
+    else:
+        yield prefix[:-1], data
+
+
+def flat_params(cfg: DictConfig | Mapping[str, Any]) -> dict[str, str]:
+    """Flattened resolved config as MLflow params (values capped at MLflow's 6000 chars)."""
+    params = {}
+    for key, value in flatten(to_container(cfg)):
+        if key.split(".")[0] in ("hydra",):
+            continue
+        text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+        params[key] = text[:6000]
+    return params
+
+
+def require(cfg: DictConfig, *keys: str) -> None:
+    """Fail early, before any heavy work, when a needed config key is missing."""
+    for key in keys:
+        if OmegaConf.select(cfg, key, default=None) is None:
+            raise SynqueError(f"config: `{key}` is required for stage `{cfg.stage.name}`")

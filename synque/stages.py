@@ -1,0 +1,162 @@
+"""Stage lifecycles for the embedding-based stages (`embed`, `repr`).
+
+Each stage function takes the composed config, validates what it can before heavy work,
+skips a config hash that already FINISHED, and logs one parent run with a child run per
+candidate set (see `synque.tracking.StageRun`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from synque import SynqueError
+from synque.embedders import SentenceEmbedder, build_embedder, matrix_digest
+from synque.proxies import PROXIES, compute_proxy
+from synque.tasks import Task, load_task
+from synque.tracking import StageRun, content_digest, log_dataset
+
+log = logging.getLogger(__name__)
+
+
+def candidate_names(task: Task) -> list[tuple[str, str]]:
+    """All (group, candidate) pairs; touching the files early surfaces bad input before runs."""
+    pairs = [(g, n) for g in task.groups() for n in task.candidates(g)]
+    if not pairs:
+        raise SynqueError(f"task {task.name}: no candidate sets found under {task.root}")
+    return pairs
+
+
+def log_inputs(
+    task: Task, group: str, name: str, synth: pd.DataFrame, real: pd.DataFrame, seed: int
+) -> None:
+    """Register the synthetic set and the real sample of a child run as MLflow datasets."""
+    log_dataset(
+        synth,
+        name=name,
+        context="synthetic",
+        source=task.candidate_path(group, name),
+        digest=content_digest(synth.text.tolist()),
+        targets="label" if "label" in synth else None,
+    )
+    log_dataset(
+        real[["text"]],
+        name=f"real-{group}-seed{seed}",
+        context="real",
+        source=task.real_sample_source(group, seed),
+        digest=content_digest(real.text.tolist()),
+    )
+
+
+def _proxy_configs(cfg: DictConfig) -> dict[str, DictConfig]:
+    proxies = cfg.get("proxy") or {}
+    if not proxies:
+        raise SynqueError("config: no proxy selected (e.g. proxy=[pad,mmd])")
+    for key, pcfg in proxies.items():
+        name = str(pcfg.get("name", key))
+        if name not in PROXIES:
+            raise SynqueError(f"proxy '{name}' is not registered (have {', '.join(PROXIES)})")
+    return dict(proxies.items())
+
+
+def _embed_real(
+    embedder: SentenceEmbedder, task: Task, group: str, seed: int
+) -> tuple[pd.DataFrame, np.ndarray]:
+    real = task.real_sample(group, seed)
+    return real, embedder.embed(real.text.tolist(), desc=f"real {group}")
+
+
+def run_repr(cfg: DictConfig) -> None:
+    """PAD/MMD/MDM/MAUVE of every candidate set against the real sample of `seed`."""
+    proxies = _proxy_configs(cfg)
+    task = load_task(cfg)
+    seed = int(cfg.seed)
+    job = StageRun(
+        cfg,
+        "repr",
+        task.name,
+        tags={"embedder": str(cfg.embedder.model), "proxy": ",".join(proxies)},
+    )
+    if (done_run := job.finished_run()) is not None:
+        log.info(
+            "repr %s seed=%s already FINISHED (run %s): skipped",
+            task.name,
+            seed,
+            done_run.info.run_id,
+        )
+        return
+    pairs = candidate_names(task)
+    with job:
+        done = job.finished_children()
+        embedder = build_embedder(cfg.embedder, Path(cfg.paths.cache_dir), cfg.progress)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            pairs, desc=f"repr {task.name} seed={seed}", unit="set", disable=not cfg.progress
+        )
+        real_cache: dict[str, tuple[pd.DataFrame, np.ndarray]] = {}
+        for group, name in bar:
+            if (group, name) in done:
+                job.children_skipped += 1
+                continue
+            if group not in real_cache:
+                real_cache = {group: _embed_real(embedder, task, group, seed)}
+            real, real_emb = real_cache[group]
+            synth = task.load_candidate(group, name)
+            synth_emb = embedder.embed(synth.text.tolist(), desc=name)
+            with job.child(name, group):
+                log_inputs(task, group, name, synth, real, seed)
+                mlflow.log_params(
+                    {
+                        "n_synthetic": len(synth),
+                        "n_real": len(real),
+                        "embedding_digest_synthetic": matrix_digest(synth_emb),
+                        "embedding_digest_real": matrix_digest(real_emb),
+                    }
+                )
+                metrics, variants = {}, {}
+                for key, pcfg in proxies.items():
+                    name_ = str(pcfg.get("name", key))
+                    metrics[name_] = compute_proxy(name_, synth_emb, real_emb, pcfg, seed=seed)
+                    variants[f"variant.{name_}"] = str(pcfg.get("variant", "default"))
+                    variants[f"higher_is_better.{name_}"] = str(PROXIES[name_].higher_is_better)
+                mlflow.set_tags({f"synque.{k}": v for k, v in variants.items()})
+                mlflow.log_metrics(metrics)
+        mlflow.log_metrics({f"embed_{k}": float(v) for k, v in embedder.stats.items()})
+
+
+def run_embed(cfg: DictConfig) -> None:
+    """Fill the embedding cache for every candidate set and real sample; log digests."""
+    task = load_task(cfg)
+    seed = int(cfg.seed)
+    job = StageRun(cfg, "embed", task.name, tags={"embedder": str(cfg.embedder.model)})
+    if job.finished_run() is not None:
+        log.info("embed %s seed=%s already FINISHED: skipped", task.name, seed)
+        return
+    pairs = candidate_names(task)
+    with job:
+        embedder = build_embedder(cfg.embedder, Path(cfg.paths.cache_dir), cfg.progress)
+        done = job.finished_children()
+        for group in dict.fromkeys(g for g, _ in pairs):
+            _, real_emb = _embed_real(embedder, task, group, seed)
+            mlflow.log_param(f"embedding_digest_real.{group}", matrix_digest(real_emb))
+        for group, name in pairs:
+            if (group, name) in done:
+                job.children_skipped += 1
+                continue
+            synth = task.load_candidate(group, name)
+            emb = embedder.embed(synth.text.tolist(), desc=name)
+            with job.child(name, group):
+                mlflow.log_params(
+                    {
+                        "n_synthetic": len(synth),
+                        "dim": emb.shape[1],
+                        "embedding_digest": matrix_digest(emb),
+                    }
+                )
+        mlflow.log_metrics({f"embed_{k}": float(v) for k, v in embedder.stats.items()})
