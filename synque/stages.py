@@ -8,6 +8,7 @@ candidate set (see `synque.tracking.StageRun`).
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import mlflow
@@ -100,6 +101,7 @@ def run_repr(cfg: DictConfig) -> None:
             pairs, desc=f"repr {task.name} seed={seed}", unit="set", disable=not cfg.progress
         )
         real_cache: dict[str, tuple[pd.DataFrame, np.ndarray]] = {}
+        proxy_seconds = child_seconds = 0.0
         for group, name in bar:
             if (group, name) in done:
                 job.children_skipped += 1
@@ -109,6 +111,7 @@ def run_repr(cfg: DictConfig) -> None:
             real, real_emb = real_cache[group]
             synth = task.load_candidate(group, name)
             synth_emb = embedder.embed(synth.text.tolist(), desc=name)
+            child_start = time.perf_counter()
             with job.child(name, group):
                 log_inputs(task, group, name, synth, real, seed)
                 mlflow.log_params(
@@ -119,14 +122,23 @@ def run_repr(cfg: DictConfig) -> None:
                         "embedding_digest_real": matrix_digest(real_emb),
                     }
                 )
-                metrics, variants = {}, {}
+                metrics, timings, tags = {}, {}, {}
                 for key, pcfg in proxies.items():
-                    name_ = str(pcfg.get("name", key))
-                    metrics[name_] = compute_proxy(name_, synth_emb, real_emb, pcfg, seed=seed)
-                    variants[f"variant.{name_}"] = str(pcfg.get("variant", "default"))
-                    variants[f"higher_is_better.{name_}"] = str(PROXIES[name_].higher_is_better)
-                mlflow.set_tags({f"synque.{k}": v for k, v in variants.items()})
-                mlflow.log_metrics(metrics)
+                    proxy = str(pcfg.get("name", key))
+                    start = time.perf_counter()
+                    metrics[proxy] = compute_proxy(proxy, synth_emb, real_emb, pcfg, seed=seed)
+                    timings[f"seconds.{proxy}"] = time.perf_counter() - start
+                    tags[f"synque.variant.{proxy}"] = str(pcfg.get("variant", "default"))
+                    tags[f"synque.higher_is_better.{proxy}"] = str(PROXIES[proxy].higher_is_better)
+                mlflow.set_tags(tags)
+                mlflow.log_metrics({**metrics, **timings})
+            proxy_seconds += sum(timings.values())
+            child_seconds += time.perf_counter() - child_start
+        if job.children_logged:
+            # what tracking costs per candidate set, beyond computing the proxies
+            mlflow.log_metric(
+                "mlflow_seconds_per_child", (child_seconds - proxy_seconds) / job.children_logged
+            )
         mlflow.log_metrics({f"embed_{k}": float(v) for k, v in embedder.stats.items()})
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import needs_data
@@ -96,3 +97,51 @@ def test_missing_task_folder_is_one_line(cli, tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("synque: error: task")
     assert "absent" in proc.stderr
+
+
+@needs_data
+def test_default_proxies_equal_the_formulas(make_cfg, tmp_path: Path) -> None:
+    """The logged PAD/MMD/MDM equal an independent computation on the same MiniLM embeddings."""
+    import kmedoids
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics.pairwise import euclidean_distances, polynomial_kernel
+    from sklearn.model_selection import train_test_split
+
+    from synque.embedders import build_embedder
+    from synque.stages import run_repr
+    from synque.tasks import load_task
+
+    cfg = make_cfg("+experiment=sentiment_repr", "seed=44", *TINY[1:], "task.max_candidates=1")
+    run_repr(cfg)
+    child = next(
+        r
+        for r in all_runs(cfg.tracking.uri, "synque-sentiment")
+        if r.data.tags["synque.role"] == "child"
+    )
+    task = load_task(cfg)
+    emb = build_embedder(cfg.embedder, Path(cfg.paths.cache_dir), progress=False)
+    synth = emb.embed(task.load_candidate("all", child.data.tags["synque.dataset"]).text.tolist())
+    real = emb.embed(task.real_sample("all", 44).text.tolist())
+
+    x = np.vstack([synth, real])
+    y = np.r_[np.zeros(len(synth)), np.ones(len(real))]
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.2, random_state=42)
+    p = LogisticRegression().fit(x_tr, y_tr).predict_proba(x_te)[:, 1]
+    pad = 2 * (1 - 2 * np.mean(np.abs(p - y_te)))
+
+    def k(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return polynomial_kernel(a, b, degree=3, gamma=1 / a.shape[1], coef0=1)
+
+    s64, r64 = synth.astype(np.float64), real.astype(np.float64)
+    mmd = k(s64, s64).mean() + k(r64, r64).mean() - 2 * k(s64, r64).mean()
+
+    dist = euclidean_distances(synth.astype(np.float64))
+    fit = kmedoids.fasterpam(dist, 5, random_state=44)
+    labels, medoids = np.asarray(fit.labels), np.asarray(fit.medoids)
+    mdm = np.mean([dist[labels == c, m].mean() for c, m in enumerate(medoids)])
+
+    metrics = child.data.metrics
+    assert metrics["pad"] == pytest.approx(pad, abs=1e-6)
+    assert metrics["mmd"] == pytest.approx(mmd, rel=1e-4)
+    assert metrics["mdm"] == pytest.approx(mdm, rel=1e-4)
