@@ -20,7 +20,7 @@ from synque import SynqueError
 from synque.embedders import SentenceEmbedder, build_embedder, matrix_digest
 from synque.proxies import PROXIES, compute_proxy
 from synque.tasks import Task, load_task
-from synque.tracking import StageRun, content_digest, log_dataset
+from synque.tracking import StageRun, log_inputs
 
 log = logging.getLogger(__name__)
 
@@ -31,27 +31,6 @@ def candidate_names(task: Task) -> list[tuple[str, str]]:
     if not pairs:
         raise SynqueError(f"task {task.name}: no candidate sets found under {task.root}")
     return pairs
-
-
-def log_inputs(
-    task: Task, group: str, name: str, synth: pd.DataFrame, real: pd.DataFrame, seed: int
-) -> None:
-    """Register the synthetic set and the real sample of a child run as MLflow datasets."""
-    log_dataset(
-        synth,
-        name=name,
-        context="synthetic",
-        source=task.candidate_path(group, name),
-        digest=content_digest(synth.text.tolist()),
-        targets="label" if "label" in synth else None,
-    )
-    log_dataset(
-        real[["text"]],
-        name=f"real-{group}-seed{seed}",
-        context="real",
-        source=task.real_sample_source(group, seed),
-        digest=content_digest(real.text.tolist()),
-    )
 
 
 def _proxy_configs(cfg: DictConfig) -> dict[str, DictConfig]:

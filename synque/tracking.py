@@ -311,6 +311,36 @@ def log_dataset(
     mlflow.log_input(dataset, context=context)
 
 
+def log_inputs(
+    task: Any,
+    group: str,
+    name: str,
+    synth: pd.DataFrame,
+    real: pd.DataFrame,
+    seed: int,
+    real_context: str = "real",
+) -> None:
+    """Register a child run's synthetic set and its real data (sample or test set)."""
+    log_dataset(
+        synth,
+        name=name,
+        context="synthetic",
+        source=task.candidate_path(group, name),
+        digest=content_digest(synth.text.tolist()),
+        targets="label" if "label" in synth else None,
+    )
+    is_test = real_context == "test"
+    columns = ["text", "label"] if is_test and "label" in real else ["text"]
+    log_dataset(
+        real[columns],
+        name=f"real-{real_context}-{group}" + ("" if is_test else f"-seed{seed}"),
+        context=real_context,
+        source=task._test_file(group) if is_test else task.real_sample_source(group, seed),
+        digest=content_digest(real.text.tolist()),
+        targets="label" if "label" in columns else None,
+    )
+
+
 def log_table(frame: pd.DataFrame, artifact_file: str) -> None:
     """Log a DataFrame as a CSV or parquet artifact (by extension)."""
     with tempfile.TemporaryDirectory() as tmp:
