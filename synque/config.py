@@ -17,6 +17,8 @@ from synque import SynqueError
 
 #: Top-level keys that say *where* things go, not *what* is computed: left out of the hash.
 UNHASHED_KEYS = ("paths", "tracking", "hydra", "force", "progress")
+#: Keys every stage depends on; a stage adds the groups it reads with `stage.uses`.
+STAGE_KEYS = ("stage", "task", "seed")
 
 
 def project_root() -> Path:
@@ -41,9 +43,22 @@ def to_container(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     return dict(cfg)
 
 
+def stage_view(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The part of the config a stage depends on: `stage`, `task`, `seed` + `stage.uses`.
+
+    Why: changing the LLM must not invalidate finished embedding runs, and a run's params
+    should show what it used, not every group of the app.
+    """
+    data = to_container(cfg)
+    uses = (data.get("stage") or {}).get("uses")
+    if uses is None:
+        return {k: v for k, v in data.items() if k not in UNHASHED_KEYS}
+    return {k: data[k] for k in (*STAGE_KEYS, *uses) if k in data}
+
+
 def config_hash(cfg: DictConfig | Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> str:
-    """sha256 of the resolved config minus where-things-go keys: the identity of a run."""
-    data = {k: v for k, v in to_container(cfg).items() if k not in UNHASHED_KEYS}
+    """sha256 of what the stage depends on (see `stage_view`): the identity of a run."""
+    data = stage_view(cfg)
     if extra:
         data["__extra__"] = dict(extra)
     blob = json.dumps(data, sort_keys=True, default=str, separators=(",", ":"))
@@ -62,9 +77,7 @@ def flatten(data: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 def flat_params(cfg: DictConfig | Mapping[str, Any]) -> dict[str, str]:
     """Flattened resolved config as MLflow params (values capped at MLflow's 6000 chars)."""
     params = {}
-    for key, value in flatten(to_container(cfg)):
-        if key.split(".")[0] in ("hydra",):
-            continue
+    for key, value in flatten(stage_view(cfg)):
         text = json.dumps(value) if isinstance(value, list | dict) else str(value)
         params[key] = text[:6000]
     return params

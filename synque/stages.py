@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -17,10 +18,21 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from synque import SynqueError
+from synque.config import config_hash, to_container
 from synque.embedders import SentenceEmbedder, build_embedder, matrix_digest
+from synque.lens import (
+    RUBRIC_FIELDS,
+    Prompts,
+    Rubric,
+    compile_rubric,
+    judge_examples,
+    judgments_from_released,
+    lens_scores,
+)
+from synque.llm import build_llm
 from synque.proxies import PROXIES, compute_proxy
 from synque.tasks import Task, load_task
-from synque.tracking import StageRun, log_inputs
+from synque.tracking import StageRun, log_inputs, log_table
 
 log = logging.getLogger(__name__)
 
@@ -151,3 +163,211 @@ def run_embed(cfg: DictConfig) -> None:
                     }
                 )
         mlflow.log_metrics({f"embed_{k}": float(v) for k, v in embedder.stats.items()})
+
+
+# --- LENS: rubric compilation and judging ----------------------------------------------------
+LENS_PROXIES = ("lens", "lens_raw", "lens_expected", "lens_raw_expected")
+
+
+def _uses_replay(cfg: DictConfig) -> bool:
+    return str(cfg.llm.kind) == "replay"
+
+
+def rubric_key(cfg: DictConfig, group: str, dataset: str) -> str:
+    """Identity of a rubric: what compiling it depends on (task, seed, LLM, prompts, options)."""
+    view = {k: to_container(cfg)[k] for k in ("task", "seed", "llm", "prompts", "rubric")}
+    view["llm"] = {k: v for k, v in view["llm"].items() if k not in ("judge_mode",)}
+    return config_hash(view, {"group": group, "dataset": dataset})
+
+
+def _subsample(
+    frame: pd.DataFrame, limit: int | None, seed: int
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """At most `limit` rows (seeded, order kept) and their original positions."""
+    idx = np.arange(len(frame))
+    if limit and limit < len(frame):
+        idx = np.sort(np.random.default_rng(seed).choice(len(frame), size=limit, replace=False))
+    return frame.iloc[idx].reset_index(drop=True), idx
+
+
+def _log_llm_delta(llm: Any, before: dict[str, float]) -> dict[str, float]:
+    after = llm.metrics()
+    delta = {k: after[k] - before.get(k, 0.0) for k in after if not k.endswith(("_rate", "_per_s"))}
+    if delta.get("llm_seconds", 0) > 0 and delta.get("llm_calls", 0) > 0:
+        delta["llm_calls_per_s"] = delta["llm_calls"] / delta["llm_seconds"]
+    mlflow.log_metrics(delta)
+    return after
+
+
+def _find_rubric(job: StageRun, key: str) -> tuple[Rubric, str] | None:
+    runs = job.client.search_runs(
+        [job.experiment_id],
+        filter_string=f"tags.`synque.rubric_key` = '{key}' and tags.`synque.stage` = 'rubric' "
+        "and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    if not runs:
+        return None
+    text = mlflow.artifacts.load_text(f"runs:/{runs[0].info.run_id}/rubric.json")
+    return Rubric.from_json(text), runs[0].info.run_id
+
+
+def _compile_rubric_run(
+    job: StageRun, cfg: DictConfig, llm: Any, task: Task, group: str, name: str, key: str
+) -> tuple[Rubric, str]:
+    """Compile one rubric in its own child run (stage `rubric`) and return it with its run id."""
+    seed = int(cfg.seed)
+    real = task.real_sample(group, seed)
+    synth = task.load_candidate(group, name)
+    tags = {"stage": "rubric", "rubric_key": key, "llm": str(cfg.llm.name)}
+    with job.child(name, group, tags=tags) as run:
+        log_inputs(task, group, name, synth, real, seed)
+        before = llm.metrics() if llm is not None else {}
+        if llm is None:
+            rubric = Rubric.from_json(task.released_rubric(group, name, seed))
+            mlflow.set_tag("synque.rubric_source", "released")
+        else:
+            rubric = compile_rubric(
+                llm,
+                cfg.prompts,
+                synth.text.tolist(),
+                real.text.tolist(),
+                n_points=int(cfg.rubric.n_points),
+                n_samples=int(cfg.rubric.n_samples),
+                seed=seed,
+                max_attempts=int(cfg.rubric.max_attempts),
+                max_tokens=int(cfg.rubric.max_tokens),
+                temperature=float(cfg.rubric.temperature),
+                progress=bool(cfg.progress),
+            )
+            _log_llm_delta(llm, before)
+        mlflow.log_text(rubric.to_json(), "rubric.json")
+        mlflow.log_metrics({f"n_{k}": len(getattr(rubric, k)) for k in RUBRIC_FIELDS})
+        return rubric, run.info.run_id
+
+
+def _lens_setup(cfg: DictConfig, stage: str) -> tuple[Task, StageRun, list[tuple[str, str]]]:
+    task = load_task(cfg)
+    if not _uses_replay(cfg):
+        Prompts.from_config(cfg.prompts)  # fail on a bad prompts file before any work
+    job = StageRun(cfg, stage, task.name, tags={"llm": str(cfg.llm.name)})
+    return task, job, candidate_names(task)
+
+
+def _open_llm(cfg: DictConfig) -> Any:
+    """The configured backend; None for replay (the stages read released material)."""
+    if _uses_replay(cfg):
+        return None
+    return build_llm(cfg.llm, Path(cfg.paths.cache_dir))
+
+
+def run_rubric(cfg: DictConfig) -> None:
+    """Compile (or, with llm=replay, import the released) rubric of every candidate set."""
+    task, job, pairs = _lens_setup(cfg, "rubric")
+    if job.finished_run() is not None:
+        log.info("rubric %s seed=%s already FINISHED: skipped", task.name, cfg.seed)
+        return
+    with job:
+        done = job.finished_children()
+        llm = _open_llm(cfg)
+        try:
+            for group, name in _progress(pairs, f"rubric {task.name} seed={cfg.seed}", cfg):
+                if (group, name) in done:
+                    job.children_skipped += 1
+                    continue
+                _compile_rubric_run(job, cfg, llm, task, group, name, rubric_key(cfg, group, name))
+            if llm is not None:
+                mlflow.log_metrics(llm.metrics())
+        finally:
+            if llm is not None:
+                llm.close()
+
+
+def run_lens(cfg: DictConfig) -> None:
+    """LENS of every candidate set: rubric (reused, compiled or released), then judgments."""
+    task, job, pairs = _lens_setup(cfg, "lens")
+    if job.finished_run() is not None:
+        log.info("lens %s seed=%s already FINISHED: skipped", task.name, cfg.seed)
+        return
+    seed = int(cfg.seed)
+    with job:
+        done = job.finished_children()
+        llm = _open_llm(cfg)
+        try:
+            for group, name in _progress(pairs, f"lens {task.name} seed={seed}", cfg):
+                if (group, name) in done:
+                    job.children_skipped += 1
+                    continue
+                _lens_one(job, cfg, llm, task, group, name)
+            if llm is not None:
+                mlflow.log_metrics(llm.metrics())
+        finally:
+            if llm is not None:
+                llm.close()
+
+
+def _lens_one(job: StageRun, cfg: DictConfig, llm: Any, task: Task, group: str, name: str) -> None:
+    seed = int(cfg.seed)
+    scfg = cfg.stage
+    key = rubric_key(cfg, group, name)
+    found = _find_rubric(job, key)
+    rubric, rubric_run = (
+        found if found else _compile_rubric_run(job, cfg, llm, task, group, name, key)
+    )
+    synth = task.load_candidate(group, name)
+    real = task.real_sample(group, seed)
+    tags = {"llm": str(cfg.llm.name), "rubric_run": rubric_run}
+    with job.child(name, group, tags=tags):
+        log_inputs(task, group, name, synth, real, seed)
+        if llm is None:
+            synth_recs, real_recs = task.released_judgments(group, name, seed, str(cfg.llm.judge))
+            # The released judgments are used as released (the paper's judged real set can
+            # differ from the seed's sample file); debug slices cut them like the data.
+            judgments = judgments_from_released(
+                synth_recs[: task.max_examples or None], real_recs[: task.max_real or None]
+            )
+        else:
+            sub_seed = int(scfg.subsample_seed)
+            synth_sub, synth_idx = _subsample(synth, scfg.max_synthetic, sub_seed)
+            real_sub, real_idx = _subsample(real, scfg.max_real, sub_seed)
+            before = llm.metrics()
+            judgments = judge_examples(
+                llm,
+                rubric,
+                cfg.prompts,
+                synth_sub.text.tolist(),
+                real_sub.text.tolist(),
+                mode=str(scfg.mode),
+                max_tokens=int(scfg.max_tokens),
+                progress=bool(cfg.progress),
+            )
+            positions = {"synthetic": synth_idx, "real": real_idx}
+            judgments["index"] = [
+                int(positions[s][i]) for s, i in zip(judgments.set, judgments["index"], strict=True)
+            ]
+            _log_llm_delta(llm, before)
+        scores = lens_scores(judgments)
+        proxies = [p for p in LENS_PROXIES if p in scores]
+        mlflow.set_tags(
+            {
+                "synque.proxy": ",".join(proxies),
+                **{f"synque.higher_is_better.{p}": "True" for p in proxies},
+                **{f"synque.variant.{p}": "default" for p in proxies},
+            }
+        )
+        mlflow.log_metrics(
+            {
+                **scores,
+                "n_judged_synthetic": int((judgments.set == "synthetic").sum()),
+                "n_judged_real": int((judgments.set == "real").sum()),
+                "invalid_answers": int(judgments.n_invalid.sum()),
+            }
+        )
+        log_table(judgments, "judgments.parquet")
+        mlflow.log_text(rubric.to_json(), "rubric.json")
+
+
+def _progress(items: list, desc: str, cfg: DictConfig):  # noqa: ANN202
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="set", disable=not cfg.progress)

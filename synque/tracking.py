@@ -194,7 +194,7 @@ class StageRun:
             return {}
         runs = self._search(
             f"tags.`{TAG}job_hash` = '{self.hash}' and tags.`{TAG}role` = 'child' "
-            "and attributes.status = 'FINISHED'"
+            f"and tags.`{TAG}stage` = '{self.stage}' and attributes.status = 'FINISHED'"
         )
         return {(r.data.tags[f"{TAG}group"], r.data.tags[f"{TAG}dataset"]): r for r in runs}
 
@@ -234,7 +234,7 @@ class StageRun:
         )
         self._t0 = time.perf_counter()
         mlflow.log_params(flat_params(self.cfg))
-        mlflow.log_dict(to_container(self.cfg), "config.yaml")
+        mlflow.log_dict(to_container(self.cfg), "config.yaml")  # the full resolved config
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
