@@ -17,12 +17,12 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from scipy import stats
 
 from synque import SynqueError
 from synque.tasks import load_task
-from synque.tracking import StageRun, log_table, performance_values, proxy_values
+from synque.tracking import StageRun, log_table, logged_proxies, performance_values
 
 log = logging.getLogger(__name__)
 MIN_SETS = 3
@@ -290,15 +290,7 @@ def run_correlate(cfg: DictConfig) -> pd.DataFrame:
     scfg = cfg.stage
     task = load_task(cfg)
     job = StageRun(cfg, "correlate", task.name)
-    proxies = proxy_values(job.client, task.name, list(scfg.proxy_stages))
-    if proxies.empty:
-        raise SynqueError(
-            f"correlate: no proxy runs logged for task {task.name} in "
-            f"{job.client.tracking_uri} (run e.g. {task.name}_repr first)"
-        )
-    seeds = OmegaConf.select(cfg, "stage.seeds", default=None)
-    if seeds:
-        proxies = proxies[proxies.seed.isin([str(s) for s in seeds])]
+    proxies = logged_proxies(job.client, task.name, scfg, "correlate")
     perf_all = performance_values(job.client, task.name)
     perf, source = select_performance(perf_all, str(scfg.performance))
     top_ks = [int(k) for k in scfg.top_k]

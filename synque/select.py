@@ -11,11 +11,11 @@ import logging
 
 import mlflow
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from synque import SynqueError
 from synque.tasks import load_task
-from synque.tracking import StageRun, log_table, proxy_values
+from synque.tracking import StageRun, log_table, logged_proxies
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +85,7 @@ def run_select(cfg: DictConfig) -> pd.DataFrame:
     scfg = cfg.stage
     task = load_task(cfg)
     job = StageRun(cfg, "select", task.name)
-    proxies = proxy_values(job.client, task.name, list(scfg.proxy_stages))
-    if proxies.empty:
-        raise SynqueError(
-            f"select: no proxy runs logged for task {task.name} (run e.g. {task.name}_repr first)"
-        )
-    seeds = OmegaConf.select(cfg, "stage.seeds", default=None)
-    if seeds:
-        proxies = proxies[proxies.seed.isin([str(s) for s in seeds])]
+    proxies = logged_proxies(job.client, task.name, scfg, "select")
     chosen = list(scfg.proxies) if scfg.proxies else None
     ranking = rank_candidates(proxies, chosen)
     with job:

@@ -261,49 +261,42 @@ def _open_llm(cfg: DictConfig) -> Any:
     return build_llm(cfg.llm, Path(cfg.paths.cache_dir))
 
 
-def run_rubric(cfg: DictConfig) -> None:
-    """Compile (or, with llm=replay, import the released) rubric of every candidate set."""
-    task, job, pairs = _lens_setup(cfg, "rubric")
+def _run_llm_stage(cfg: DictConfig, stage: str, per_set: Any) -> None:
+    """Shared lifecycle of `rubric` and `lens`: skip, resume, one backend for every set."""
+    task, job, pairs = _lens_setup(cfg, stage)
     if job.finished_run() is not None:
-        log.info("rubric %s seed=%s already FINISHED: skipped", task.name, cfg.seed)
+        log.info("%s %s seed=%s already FINISHED: skipped", stage, task.name, cfg.seed)
         return
     with job:
         done = job.finished_children()
         llm = _open_llm(cfg)
         try:
-            for group, name in _progress(pairs, f"rubric {task.name} seed={cfg.seed}", cfg):
+            for group, name in _progress(pairs, f"{stage} {task.name} seed={cfg.seed}", cfg):
                 if (group, name) in done:
                     job.children_skipped += 1
                     continue
-                _compile_rubric_run(job, cfg, llm, task, group, name, rubric_key(cfg, group, name))
+                per_set(job, cfg, llm, task, group, name)
             if llm is not None:
                 mlflow.log_metrics(llm.metrics())
         finally:
             if llm is not None:
                 llm.close()
+
+
+def run_rubric(cfg: DictConfig) -> None:
+    """Compile (or, with llm=replay, import the released) rubric of every candidate set."""
+
+    def per_set(
+        job: StageRun, cfg: DictConfig, llm: Any, task: Task, group: str, name: str
+    ) -> None:
+        _compile_rubric_run(job, cfg, llm, task, group, name, rubric_key(cfg, group, name))
+
+    _run_llm_stage(cfg, "rubric", per_set)
 
 
 def run_lens(cfg: DictConfig) -> None:
     """LENS of every candidate set: rubric (reused, compiled or released), then judgments."""
-    task, job, pairs = _lens_setup(cfg, "lens")
-    if job.finished_run() is not None:
-        log.info("lens %s seed=%s already FINISHED: skipped", task.name, cfg.seed)
-        return
-    seed = int(cfg.seed)
-    with job:
-        done = job.finished_children()
-        llm = _open_llm(cfg)
-        try:
-            for group, name in _progress(pairs, f"lens {task.name} seed={seed}", cfg):
-                if (group, name) in done:
-                    job.children_skipped += 1
-                    continue
-                _lens_one(job, cfg, llm, task, group, name)
-            if llm is not None:
-                mlflow.log_metrics(llm.metrics())
-        finally:
-            if llm is not None:
-                llm.close()
+    _run_llm_stage(cfg, "lens", _lens_one)
 
 
 def _lens_one(job: StageRun, cfg: DictConfig, llm: Any, task: Task, group: str, name: str) -> None:

@@ -145,6 +145,24 @@ class Task(ABC):
         """Columns: dataset, group, task_performance, <native_metric>."""
         raise SynqueError(f"task {self.name}: no recorded performance available")
 
+    def _performance_csv(
+        self, name: str, dataset_col: str, value_col: str, group_col: str | None, scale: float = 1.0
+    ) -> pd.DataFrame:
+        """A released `task_performance/<name>` CSV, repeated rows averaged, as a fraction."""
+        path = self.root / "task_performance" / name
+        frame = _read_csv(path, [dataset_col, value_col, *([group_col] if group_col else [])])
+        keys = [dataset_col, *([group_col] if group_col else [])]
+        frame = frame.groupby(keys, as_index=False)[value_col].mean()
+        value = frame[value_col] * scale
+        return pd.DataFrame(
+            {
+                "dataset": frame[dataset_col],
+                "group": frame[group_col] if group_col else NO_GROUP,
+                "task_performance": value,
+                self.native_metric: value,
+            }
+        )
+
     # shared ---------------------------------------------------------------------------
     def groups(self) -> list[str]:
         groups = self._all_groups()
@@ -222,6 +240,10 @@ class Task(ABC):
         released = self._released_sample_file(group, seed) if seed in RELEASED_SEEDS else None
         return released if released and released.is_file() else self._real_pool_file(group)
 
+    def test_path(self, group: str) -> Path | None:
+        """File of the labeled real test set of a group, if the task has one."""
+        return self._test_file(group)
+
     def real_test(self, group: str) -> pd.DataFrame | None:
         path = self._test_file(group)
         if path is None or not path.is_file():
@@ -277,17 +299,7 @@ class SentimentTask(Task):
         return self.root / "real_data" / "cleaned_ds_validation.json"
 
     def recorded_performance(self) -> pd.DataFrame:
-        path = self.root / "task_performance" / "sentiment_score.csv"
-        frame = _read_csv(path, ["dataset_name", "test_f1_mean"])
-        frame = frame.groupby("dataset_name", as_index=False)["test_f1_mean"].mean()
-        return pd.DataFrame(
-            {
-                "dataset": frame.dataset_name,
-                "group": NO_GROUP,
-                "task_performance": frame.test_f1_mean,
-                self.native_metric: frame.test_f1_mean,
-            }
-        )
+        return self._performance_csv("sentiment_score.csv", "dataset_name", "test_f1_mean", None)
 
 
 class Text2SQLTask(Task):
@@ -313,16 +325,9 @@ class Text2SQLTask(Task):
         return self._real_pool_file(group)
 
     def recorded_performance(self) -> pd.DataFrame:
-        path = self.root / "task_performance" / "text2sql_score.csv"
-        frame = _read_csv(path, ["dataset_name", "db_id", "accuracy"])
-        frame = frame.groupby(["dataset_name", "db_id"], as_index=False)["accuracy"].mean()
-        return pd.DataFrame(
-            {
-                "dataset": frame.dataset_name,
-                "group": frame.db_id,
-                "task_performance": frame.accuracy / 100.0,
-                self.native_metric: frame.accuracy / 100.0,
-            }
+        # execution accuracy is released in percent
+        return self._performance_csv(
+            "text2sql_score.csv", "dataset_name", "accuracy", "db_id", scale=0.01
         )
 
 
@@ -410,17 +415,7 @@ class ImageTask(Task):
         return pd.concat(frames).drop_duplicates("text").reset_index(drop=True)
 
     def recorded_performance(self) -> pd.DataFrame:
-        path = self.root / "task_performance" / "imagenet_scores.csv"
-        frame = _read_csv(path, ["dataset_name", "split", "test_mrr"])
-        frame = frame.groupby(["dataset_name", "split"], as_index=False)["test_mrr"].mean()
-        return pd.DataFrame(
-            {
-                "dataset": frame.dataset_name,
-                "group": frame.split,
-                "task_performance": frame.test_mrr,
-                self.native_metric: frame.test_mrr,
-            }
-        )
+        return self._performance_csv("imagenet_scores.csv", "dataset_name", "test_mrr", "split")
 
 
 class FolderTask(Task):

@@ -335,7 +335,7 @@ def log_inputs(
         real[columns],
         name=f"real-{real_context}-{group}" + ("" if is_test else f"-seed{seed}"),
         context=real_context,
-        source=task._test_file(group) if is_test else task.real_sample_source(group, seed),
+        source=task.test_path(group) if is_test else task.real_sample_source(group, seed),
         digest=content_digest(real.text.tolist()),
         targets="label" if "label" in columns else None,
     )
@@ -426,6 +426,24 @@ def proxy_values(client: MlflowClient, task: str, stages: list[str]) -> pd.DataF
         for m, v in zip(frame.metric, frame.variant, strict=True)
     ]
     return frame
+
+
+def logged_proxies(
+    client: MlflowClient, task: str, stage_cfg: DictConfig, reader: str
+) -> pd.DataFrame:
+    """Proxy values a reader stage (correlate, select) works on: its stages, its seeds."""
+    proxies = proxy_values(client, task, list(stage_cfg.proxy_stages))
+    if proxies.empty:
+        raise SynqueError(
+            f"{reader}: no proxy runs logged for task {task} in {client.tracking_uri} "
+            f"(run e.g. {task}_repr first)"
+        )
+    seeds = stage_cfg.get("seeds")
+    if seeds:
+        proxies = proxies[proxies.seed.isin([str(s) for s in seeds])]
+        if proxies.empty:
+            raise SynqueError(f"{reader}: no proxy runs for seeds {list(seeds)}")
+    return proxies
 
 
 def performance_values(client: MlflowClient, task: str) -> pd.DataFrame:

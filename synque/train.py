@@ -104,7 +104,7 @@ def import_recorded(cfg: DictConfig) -> None:
     """One child run per (group, candidate set) with `task_performance` + the native metric."""
     task = load_task(cfg)
     frame = task.recorded_performance()
-    wanted = {(g, n) for g in task.groups() for n in task._candidate_files(g)}
+    wanted = {(g, n) for g in task.groups() for n in task.candidates(g)}
     missing = sorted(
         f"{d}@{g}" for d, g in zip(frame.dataset, frame.group, strict=True) if (g, d) not in wanted
     )
