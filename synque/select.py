@@ -63,15 +63,17 @@ def print_ranking(ranking: pd.DataFrame, task: str, top: int) -> None:
     console = Console(width=160)
     proxies = [c[5:] for c in ranking.columns if c.startswith("rank.") and c != "rank.combined"]
     for group, part in ranking.groupby("group", sort=True):
-        title = f"synque-{task}: candidate sets ranked" + ("" if group == "all" else f" ({group})")
+        title = f"synque-{task}: candidate sets ranked (mean rank per proxy; 1 = best)" + (
+            "" if group == "all" else f" ({group})"
+        )
         table = Table(title=title)
         table.add_column("#", justify="right")
         table.add_column("dataset")
         table.add_column("combined rank", justify="right")
         for proxy in proxies:
-            table.add_column(f"{proxy} (rank)", justify="right")
+            table.add_column(proxy, justify="right")
         for _, row in part.head(top).iterrows():
-            cells = [f"{row[p]:.4g} ({row['rank.' + p]:.1f})" for p in proxies]
+            cells = [f"{row['rank.' + p]:g}" for p in proxies]  # values are in ranking.csv
             table.add_row(
                 str(row.position), str(row.dataset), f"{row['rank.combined']:.2f}", *cells
             )
