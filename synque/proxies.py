@@ -93,6 +93,14 @@ def _check_params(spec: ProxySpec, params: dict[str, Any]) -> None:
         )
 
 
+def check_proxy_config(name: str, params: Mapping[str, Any]) -> None:
+    """Validate a proxy's name and options without computing it (before any heavy work)."""
+    if name not in PROXIES:
+        raise ValueError(f"unknown proxy {name!r}; known proxies: {sorted(PROXIES)}")
+    kwargs = {k: v for k, v in _plain_params(params).items() if k not in CONFIG_ONLY_KEYS}
+    _check_params(PROXIES[name], kwargs)
+
+
 def compute_proxy(
     name: str,
     synth: np.ndarray,

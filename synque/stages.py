@@ -30,7 +30,7 @@ from synque.lens import (
     lens_scores,
 )
 from synque.llm import build_llm
-from synque.proxies import PROXIES, compute_proxy
+from synque.proxies import PROXIES, check_proxy_config, compute_proxy
 from synque.tasks import Task, load_task
 from synque.tracking import StageRun, log_inputs, log_table
 
@@ -50,9 +50,10 @@ def _proxy_configs(cfg: DictConfig) -> dict[str, DictConfig]:
     if not proxies:
         raise SynqueError("config: no proxy selected (e.g. proxy=[pad,mmd])")
     for key, pcfg in proxies.items():
-        name = str(pcfg.get("name", key))
-        if name not in PROXIES:
-            raise SynqueError(f"proxy '{name}' is not registered (have {', '.join(PROXIES)})")
+        try:
+            check_proxy_config(str(pcfg.get("name", key)), pcfg)
+        except ValueError as exc:
+            raise SynqueError(f"proxy.{key}: {exc}") from None
     return dict(proxies.items())
 
 
@@ -72,7 +73,10 @@ def run_repr(cfg: DictConfig) -> None:
         cfg,
         "repr",
         task.name,
-        tags={"embedder": str(cfg.embedder.model), "proxy": ",".join(proxies)},
+        tags={
+            "embedder": str(cfg.embedder.model),
+            "proxy": ",".join(str(p.get("name", k)) for k, p in proxies.items()),
+        },
     )
     if (done_run := job.finished_run()) is not None:
         log.info(

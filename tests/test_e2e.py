@@ -145,3 +145,14 @@ def test_default_proxies_equal_the_formulas(make_cfg, tmp_path: Path) -> None:
     assert metrics["pad"] == pytest.approx(pad, abs=1e-6)
     assert metrics["mmd"] == pytest.approx(mmd, rel=1e-4)
     assert metrics["mdm"] == pytest.approx(mdm, rel=1e-4)
+
+
+def test_bad_proxy_option_fails_before_any_run(make_cfg, tmp_path: Path) -> None:
+    from synque import SynqueError
+    from synque.stages import run_repr
+
+    root = make_folder(tmp_path / "t")
+    cfg = make_cfg("+experiment=folder_repr", f"task.root={root}", "+proxy.pad.clasifier=xgboost")
+    with pytest.raises(SynqueError, match="unknown option"):
+        run_repr(cfg)
+    assert not (tmp_path / "mlruns").exists() or not all_runs(cfg.tracking.uri, "synque-t")
