@@ -156,3 +156,21 @@ def test_bad_proxy_option_fails_before_any_run(make_cfg, tmp_path: Path) -> None
     with pytest.raises(SynqueError, match="unknown option"):
         run_repr(cfg)
     assert not (tmp_path / "mlruns").exists() or not all_runs(cfg.tracking.uri, "synque-t")
+
+
+def test_parallel_sweep_creates_the_store_once(cli, tracking_uri: str, tmp_path: Path) -> None:
+    """Two joblib workers start on an empty sqlite store: the file lock lets both log."""
+    root = make_folder(tmp_path / "par", n=16)
+    cli(
+        "+experiment=folder_repr",
+        f"task.root={root}",
+        "proxy=[mmd,mdm]",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "-m",
+        "seed=1,2",
+    )
+    runs = all_runs(tracking_uri, "synque-par")
+    parents = [r for r in runs if r.data.tags["synque.role"] == "parent"]
+    assert sorted(r.data.tags["synque.seed"] for r in parents) == ["1", "2"]
+    assert len(runs) == 2 * (1 + 3) and {r.info.status for r in runs} == {"FINISHED"}
