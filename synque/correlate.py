@@ -237,7 +237,11 @@ def scatter_plots(merged: pd.DataFrame, summary: pd.DataFrame, folder: Path) -> 
             [summary.spearman - summary.spearman_lo, summary.spearman_hi - summary.spearman]
         )
         ax.errorbar(xs, summary.spearman, yerr=np.nan_to_num(err), fmt="none", color="k")
-    ax.set_xticks(xs, summary.proxy, rotation=30, ha="right")
+    labels = [
+        p if hib else f"{p} (lower=better)"
+        for p, hib in zip(summary.proxy, summary.higher_is_better, strict=True)
+    ]
+    ax.set_xticks(xs, labels, rotation=30, ha="right")
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_ylabel("Spearman (mean over seeds, groups)")
     fig.tight_layout()
