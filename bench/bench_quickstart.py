@@ -10,25 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
+from _cli import run_cli
 from mlflow.tracking import MlflowClient
-
-
-def run(args: list[str], env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "synque.run", *args],
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return time.perf_counter() - start
 
 
 def stage_seconds(client: MlflowClient, exp_id: str, run_ids: set[str] | None = None) -> dict:
@@ -51,13 +37,13 @@ def main() -> None:
         args = ["+experiment=quickstart", f"paths.output_dir={tmp}/out", "progress=false"]
         args += ["debug=quickstart"] if opts.debug else []
         client = MlflowClient(uri)
-        cold = run(args, env)
+        cold = run_cli(args, env)
         exp = client.get_experiment_by_name("synque-quickstart")
         cold_runs = {
             r.info.run_id for r in client.search_runs([exp.experiment_id], max_results=5000)
         }
         cold_stages = stage_seconds(client, exp.experiment_id)
-        warm = run(args, env)
+        warm = run_cli(args, env)
         warm_stages = stage_seconds(client, exp.experiment_id, cold_runs)
         trained = client.search_runs(
             [exp.experiment_id],

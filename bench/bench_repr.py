@@ -11,26 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
+from _cli import run_cli
 from mlflow.tracking import MlflowClient
-
-
-def run(args: list[str], env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "synque.run", *args],
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -46,10 +32,10 @@ def main() -> None:
         sweep = [f"+experiment={opts.task}_repr", "-m", f"seed={opts.seeds}", "progress=false"]
         sweep += [f"paths.output_dir={tmp}/outputs", *opts.extra]
         client = MlflowClient(uri)
-        cold = run(sweep, env)
+        cold = run_cli(sweep, env)
         exp = client.get_experiment_by_name(f"synque-{opts.task}")
         n_cold = len(client.search_runs([exp.experiment_id], max_results=10000))
-        warm = run(sweep, env)
+        warm = run_cli(sweep, env)
         runs = client.search_runs([exp.experiment_id], max_results=10000)
         parents = [r for r in runs if r.data.tags["synque.role"] == "parent"]
         children = [r for r in runs if r.data.tags["synque.role"] == "child"]

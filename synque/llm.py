@@ -381,10 +381,12 @@ class LLM:
 
     # -- extension points
     def _complete(self, requests: list[ChatRequest], done: OnComplete) -> None:
-        raise NotImplementedError(f"{self.kind} backend cannot generate text")
+        raise SynqueError(f"llm: the {self.kind} backend cannot generate text")
 
     def _score(self, items: list[list[Message]], choices: list[str], done: OnScore) -> None:
-        raise NotImplementedError(f"{self.kind} backend cannot score choices")
+        raise SynqueError(
+            f"llm: the {self.kind} backend cannot score answer choices; use llm.judge_mode=generate"
+        )
 
     def _key_extra(self, op: str) -> dict[str, Any]:
         """Backend settings that change outputs and so belong in the cache key."""
