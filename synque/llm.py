@@ -392,6 +392,21 @@ class LLM:
         """Backend settings that change outputs and so belong in the cache key."""
         return {}
 
+    def _from_cache(
+        self, keys: list[str], field: str, convert: Callable[[dict[str, Any]], Any]
+    ) -> tuple[list[Any], dict[str, list[int]]]:
+        """Cached results by position, and the positions still to compute per unique key."""
+        results: list[Any] = [None] * len(keys)
+        pending: dict[str, list[int]] = {}
+        for i, key in enumerate(keys):
+            hit = self.cache.get(key) if self.cache is not None else None
+            if hit is not None and field in hit:
+                results[i] = convert(hit)
+            else:
+                pending.setdefault(key, []).append(i)
+        self._count(len(keys), len(keys) - sum(len(v) for v in pending.values()))
+        return results, pending
+
     # -- public
     def complete(self, requests: Sequence[ChatRequest], progress: bool = True) -> list[Completion]:
         """Answer every request (cache first), in input order."""
@@ -405,20 +420,16 @@ class LLM:
             )
             for r in requests
         ]
-        results: list[Completion | None] = [None] * len(requests)
-        pending: dict[str, list[int]] = {}
-        for i, key in enumerate(keys):
-            hit = self.cache.get(key) if self.cache is not None else None
-            if hit is not None and "text" in hit:
-                results[i] = Completion(
-                    hit["text"],
-                    hit.get("prompt_tokens", 0),
-                    hit.get("completion_tokens", 0),
-                    cached=True,
-                )
-            else:
-                pending.setdefault(key, []).append(i)
-        self._count(len(requests), len(requests) - sum(len(v) for v in pending.values()))
+        results, pending = self._from_cache(
+            keys,
+            "text",
+            lambda hit: Completion(
+                hit["text"],
+                hit.get("prompt_tokens", 0),
+                hit.get("completion_tokens", 0),
+                cached=True,
+            ),
+        )
         todo = list(pending)
 
         def done(j: int, comp: Completion) -> None:
@@ -471,15 +482,7 @@ class LLM:
             raise ValueError("score_choices needs at least two choices")
         params = {"choices": choices, **self._key_extra("score")}
         keys = [request_key(self.kind, self.model, "score", list(m), params) for m in messages_list]
-        results: list[list[float] | None] = [None] * len(keys)
-        pending: dict[str, list[int]] = {}
-        for i, key in enumerate(keys):
-            hit = self.cache.get(key) if self.cache is not None else None
-            if hit is not None and "probs" in hit:
-                results[i] = list(hit["probs"])
-            else:
-                pending.setdefault(key, []).append(i)
-        self._count(len(keys), len(keys) - sum(len(v) for v in pending.values()))
+        results, pending = self._from_cache(keys, "probs", lambda hit: list(hit["probs"]))
         todo = list(pending)
 
         def done(j: int, probs: list[float]) -> None:
