@@ -13,8 +13,6 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from synque import SynqueError
-
 #: Top-level keys that say *where* things go, not *what* is computed: left out of the hash.
 UNHASHED_KEYS = ("paths", "tracking", "hydra", "force", "progress")
 #: Keys every stage depends on; a stage adds the groups it reads with `stage.uses`.
@@ -81,10 +79,3 @@ def flat_params(cfg: DictConfig | Mapping[str, Any]) -> dict[str, str]:
         text = json.dumps(value) if isinstance(value, list | dict) else str(value)
         params[key] = text[:6000]
     return params
-
-
-def require(cfg: DictConfig, *keys: str) -> None:
-    """Fail early, before any heavy work, when a needed config key is missing."""
-    for key in keys:
-        if OmegaConf.select(cfg, key, default=None) is None:
-            raise SynqueError(f"config: `{key}` is required for stage `{cfg.stage.name}`")

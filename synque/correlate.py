@@ -8,7 +8,6 @@ quality (mean performance of the k best-ranked sets vs. all sets vs. the oracle)
 
 from __future__ import annotations
 
-import logging
 import math
 import tempfile
 import warnings
@@ -24,7 +23,6 @@ from synque import SynqueError
 from synque.tasks import load_task
 from synque.tracking import StageRun, log_table, logged_proxies, performance_values
 
-log = logging.getLogger(__name__)
 MIN_SETS = 3
 
 

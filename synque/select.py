@@ -7,8 +7,6 @@ those over the chosen proxies. Ties share the average rank.
 
 from __future__ import annotations
 
-import logging
-
 import mlflow
 import pandas as pd
 from omegaconf import DictConfig
@@ -16,8 +14,6 @@ from omegaconf import DictConfig
 from synque import SynqueError
 from synque.tasks import load_task
 from synque.tracking import StageRun, log_table, logged_proxies
-
-log = logging.getLogger(__name__)
 
 
 def rank_candidates(proxies: pd.DataFrame, chosen: list[str] | None = None) -> pd.DataFrame:

@@ -217,12 +217,21 @@ def _find_rubric(job: StageRun, key: str) -> tuple[Rubric, str] | None:
 
 
 def _compile_rubric_run(
-    job: StageRun, cfg: DictConfig, llm: Any, task: Task, group: str, name: str, key: str
+    job: StageRun,
+    cfg: DictConfig,
+    llm: Any,
+    task: Task,
+    group: str,
+    name: str,
+    key: str,
+    data: tuple[pd.DataFrame, pd.DataFrame] | None = None,
 ) -> tuple[Rubric, str]:
-    """Compile one rubric in its own child run (stage `rubric`) and return it with its run id."""
+    """Compile one rubric in its own child run (stage `rubric`) and return it with its run id.
+
+    `data` = (synthetic set, real sample) when the caller has them loaded already.
+    """
     seed = int(cfg.seed)
-    real = task.real_sample(group, seed)
-    synth = task.load_candidate(group, name)
+    synth, real = data or (task.load_candidate(group, name), task.real_sample(group, seed))
     tags = {"stage": "rubric", "rubric_key": key, "llm": str(cfg.llm.name)}
     with job.child(name, group, tags=tags) as run:
         log_inputs(task, group, name, synth, real, seed)
@@ -306,13 +315,13 @@ def run_lens(cfg: DictConfig) -> None:
 def _lens_one(job: StageRun, cfg: DictConfig, llm: Any, task: Task, group: str, name: str) -> None:
     seed = int(cfg.seed)
     scfg = cfg.stage
-    key = rubric_key(cfg, group, name)
-    found = _find_rubric(job, key)
-    rubric, rubric_run = (
-        found if found else _compile_rubric_run(job, cfg, llm, task, group, name, key)
-    )
     synth = task.load_candidate(group, name)
     real = task.real_sample(group, seed)
+    key = rubric_key(cfg, group, name)
+    found = _find_rubric(job, key)
+    rubric, rubric_run = found or _compile_rubric_run(
+        job, cfg, llm, task, group, name, key, data=(synth, real)
+    )
     tags = {"llm": str(cfg.llm.name), "rubric_run": rubric_run}
     with job.child(name, group, tags=tags):
         log_inputs(task, group, name, synth, real, seed)

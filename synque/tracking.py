@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import signal
 import socket
@@ -29,9 +28,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from synque import SynqueError
 from synque.config import config_hash, flat_params, to_container
+from synque.tasks import NO_GROUP
 
 TAG = "synque."
-NO_GROUP = "all"
 
 
 def resolve_tracking_uri(cfg: DictConfig) -> str:
@@ -351,10 +350,6 @@ def log_table(frame: pd.DataFrame, artifact_file: str) -> None:
             frame.to_csv(path, index=False)
         parent = str(Path(artifact_file).parent)
         mlflow.log_artifact(str(path), None if parent == "." else parent)
-
-
-def log_json(data: Any, artifact_file: str) -> None:
-    mlflow.log_text(json.dumps(data, indent=2, ensure_ascii=False), artifact_file)
 
 
 def search_stage_runs(
