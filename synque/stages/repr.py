@@ -1,0 +1,93 @@
+"""The `repr` stage: every proxy of the `proxy` group, per candidate set, on embeddings."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import mlflow
+import numpy as np
+import polars as pl
+from omegaconf import DictConfig
+
+from synque import SynqueError
+from synque.embed.base import Embedder, matrix_digest
+from synque.proxies import PROXIES, check_proxy_config, compute_proxy
+from synque.stages.common import load_task, open_embedder
+from synque.tracking import StageRun, log_inputs
+
+log = logging.getLogger(__name__)
+
+
+def proxy_configs(cfg: DictConfig) -> dict[str, DictConfig]:
+    """The selected proxies, each checked (name and options) before any heavy work."""
+    proxies = cfg.get("proxy") or {}
+    if not proxies:
+        raise SynqueError("config: no proxy selected (e.g. proxy=[pad,mmd])")
+    for key, pcfg in proxies.items():
+        try:
+            check_proxy_config(str(pcfg.get("name", key)), pcfg)
+        except ValueError as exc:
+            raise SynqueError(f"proxy.{key}: {exc}") from None
+    return dict(proxies.items())
+
+
+def score_set(
+    proxies: dict[str, DictConfig], synth_emb: np.ndarray, real_emb: np.ndarray, seed: int
+) -> tuple[dict[str, float], dict[str, float], dict[str, str]]:
+    """(proxy values, seconds per proxy, tags saying each proxy's variant and orientation)."""
+    metrics, timings, tags = {}, {}, {}
+    for key, pcfg in proxies.items():
+        proxy = str(pcfg.get("name", key))
+        start = time.perf_counter()
+        metrics[proxy] = compute_proxy(proxy, synth_emb, real_emb, pcfg, seed=seed)
+        timings[f"seconds.{proxy}"] = time.perf_counter() - start
+        tags[f"synque.variant.{proxy}"] = str(pcfg.get("variant", "default"))
+        tags[f"synque.higher_is_better.{proxy}"] = str(PROXIES[proxy].higher_is_better)
+    return metrics, timings, tags
+
+
+def run_repr(cfg: DictConfig) -> None:
+    """Proxies of every candidate set against the real sample of `seed`."""
+    proxies = proxy_configs(cfg)
+    task = load_task(cfg)
+    seed = int(cfg.seed)
+    names = ",".join(str(p.get("name", k)) for k, p in proxies.items())
+    job = StageRun(cfg, "repr", task.name, tags={"embedder": str(cfg.embedder.model), "proxy": names})
+    if (done := job.finished_run()) is not None:
+        log.info("repr %s seed=%s already FINISHED (run %s): skipped", task.name, seed, done.info.run_id)
+        return
+    pairs = task.pairs()
+    with job:
+        embedder: Embedder = open_embedder(cfg)
+        real_cache: dict[str, tuple[pl.DataFrame, np.ndarray]] = {}
+        proxy_seconds = child_seconds = 0.0
+        for group, name in job.pending(pairs, f"repr {task.name} seed={seed}"):
+            if group not in real_cache:
+                real = task.real_sample(group, seed)
+                real_cache = {group: (real, embedder.embed(task.embed_items(real), desc=f"real {group}"))}
+            real, real_emb = real_cache[group]
+            synth = task.load_candidate(group, name)
+            synth_emb = embedder.embed(task.embed_items(synth), desc=name)
+            child_start = time.perf_counter()
+            with job.child(name, group):
+                log_inputs(task, group, name, synth, real, seed)
+                mlflow.log_params(
+                    {
+                        "n_synthetic": synth.height,
+                        "n_real": real.height,
+                        "embedding_digest_synthetic": matrix_digest(synth_emb),
+                        "embedding_digest_real": matrix_digest(real_emb),
+                    }
+                )
+                metrics, timings, tags = score_set(proxies, synth_emb, real_emb, seed)
+                mlflow.set_tags(tags)
+                mlflow.log_metrics({**metrics, **timings})
+            proxy_seconds += sum(timings.values())
+            child_seconds += time.perf_counter() - child_start
+        if job.children_logged:
+            # what tracking costs per candidate set, beyond computing the proxies
+            mlflow.log_metric(
+                "mlflow_seconds_per_child", (child_seconds - proxy_seconds) / job.children_logged
+            )
+        mlflow.log_metrics({f"embed_{k}": float(v) for k, v in embedder.stats.items()})

@@ -1,0 +1,234 @@
+"""MLflow tracking per DESIGN's schema: one parent run per Hydra job, a child per candidate set.
+
+Why a class: every stage needs the same lifecycle (skip a finished config hash, mark stale
+RUNNING runs FAILED, log params/config/datasets, never leave a run RUNNING), and writing it
+once keeps the schema identical across stages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlflow
+from mlflow.entities import Run
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from synque.config import config_hash, flat_params, to_container
+from synque.data.task import NO_GROUP
+from synque.tracking.store import TAG, connect, ensure_experiment, experiment_name
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _error_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
+
+
+@contextlib.contextmanager
+def _sigterm_as_exception() -> Iterator[None]:
+    """A `kill` (SIGTERM) unwinds like Ctrl-C, so the run is closed as FAILED, not RUNNING."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. a launcher's worker)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@dataclass
+class StageRun:
+    """Lifecycle of one stage job: `with StageRun(cfg, ...) as job: with job.child(...)`."""
+
+    cfg: DictConfig
+    stage: str
+    task: str
+    tags: dict[str, str] = field(default_factory=dict)
+    dataset: str = "all"
+    group: str = NO_GROUP
+
+    def __post_init__(self) -> None:
+        self.client = connect(self.cfg)
+        self.experiment_id = ensure_experiment(self.client, experiment_name(self.task))
+        self.hash = config_hash(self.cfg)
+        self.force = bool(OmegaConf.select(self.cfg, "force", default=False))
+        seed = OmegaConf.select(self.cfg, "seed", default=None)
+        self.base_tags = {
+            f"{TAG}stage": self.stage,
+            f"{TAG}task": self.task,
+            f"{TAG}seed": "none" if seed is None else str(seed),
+            **{k if k.startswith(TAG) else TAG + k: str(v) for k, v in self.tags.items()},
+        }
+        self.run: Run | None = None
+        self.children_logged = 0
+        self.children_skipped = 0
+
+    # --- queries -----------------------------------------------------------------------
+    def _search(self, filter_string: str, max_results: int = 5000) -> list[Run]:
+        return self.client.search_runs(
+            [self.experiment_id], filter_string=filter_string, max_results=max_results
+        )
+
+    def finished_run(self) -> Run | None:
+        """A FINISHED parent run with this config hash, if any (then the job is skipped)."""
+        if self.force:
+            return None
+        runs = self._search(
+            f"tags.`{TAG}config_hash` = '{self.hash}' and tags.`{TAG}role` = 'parent' "
+            "and attributes.status = 'FINISHED'",
+            max_results=1,
+        )
+        return runs[0] if runs else None
+
+    def finished_children(self) -> dict[tuple[str, str], Run]:
+        """Children of earlier attempts of this job that finished: resumable work."""
+        if self.force:
+            return {}
+        runs = self._search(
+            f"tags.`{TAG}job_hash` = '{self.hash}' and tags.`{TAG}role` = 'child' "
+            f"and tags.`{TAG}stage` = '{self.stage}' and attributes.status = 'FINISHED'"
+        )
+        return {(r.data.tags[f"{TAG}group"], r.data.tags[f"{TAG}dataset"]): r for r in runs}
+
+    def _close_stale_runs(self) -> None:
+        """Runs of this config left RUNNING by a killed process are marked FAILED."""
+        host = socket.gethostname()
+        for run in self._search(
+            f"tags.`{TAG}job_hash` = '{self.hash}' and attributes.status = 'RUNNING'"
+        ):
+            tags = run.data.tags
+            pid = int(tags.get(f"{TAG}pid", "0") or 0)
+            if tags.get(f"{TAG}host") == host and pid and _alive(pid) and pid != os.getpid():
+                continue
+            self.client.set_tag(run.info.run_id, f"{TAG}error", "process died while running")
+            self.client.set_terminated(run.info.run_id, status="FAILED")
+
+    def pending(
+        self, pairs: Iterable[tuple[str, str]], desc: str, unit: str = "set"
+    ) -> Iterator[tuple[str, str]]:
+        """The (group, candidate) pairs still to do, behind a progress bar.
+
+        Why one loop: every stage resumes the same way (children of an earlier attempt that
+        FINISHED are skipped and counted), so a stage body only handles one candidate set.
+        """
+        done = self.finished_children()
+        progress = bool(OmegaConf.select(self.cfg, "progress", default=True))
+        for group, name in tqdm(list(pairs), desc=desc, unit=unit, disable=not progress):
+            if (group, name) in done:
+                self.children_skipped += 1
+                continue
+            yield group, name
+
+    # --- lifecycle ---------------------------------------------------------------------
+    def __enter__(self) -> StageRun:
+        self._close_stale_runs()
+        self._signals = _sigterm_as_exception()
+        self._signals.__enter__()
+        seed = self.base_tags[f"{TAG}seed"]
+        name = f"{self.stage}-{self.task}" + (f"-seed{seed}" if seed != "none" else "")
+        self.run = mlflow.start_run(
+            experiment_id=self.experiment_id,
+            run_name=name,
+            tags={
+                **self.base_tags,
+                f"{TAG}dataset": self.dataset,
+                f"{TAG}group": self.group,
+                f"{TAG}role": "parent",
+                f"{TAG}config_hash": self.hash,
+                f"{TAG}job_hash": self.hash,
+                f"{TAG}pid": str(os.getpid()),
+                f"{TAG}host": socket.gethostname(),
+            },
+        )
+        self._t0 = time.perf_counter()
+        mlflow.log_params(flat_params(self.cfg))
+        mlflow.log_dict(to_container(self.cfg), "config.yaml")  # the full resolved config
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        try:
+            if mlflow.active_run() is not None:
+                mlflow.log_metrics(
+                    {
+                        "children_logged": self.children_logged,
+                        "children_skipped": self.children_skipped,
+                        "stage_seconds": time.perf_counter() - self._t0,
+                    }
+                )
+            if exc is not None:
+                mlflow.set_tag(f"{TAG}error", _error_line(exc))
+        finally:
+            while mlflow.active_run() is not None:
+                mlflow.end_run(status="FINISHED" if exc is None else "FAILED")
+            self._signals.__exit__(None, None, None)
+        return False
+
+    @contextlib.contextmanager
+    def child(
+        self, dataset: str, group: str = NO_GROUP, tags: Mapping[str, str] | None = None
+    ) -> Iterator[Run]:
+        """A nested run for one candidate set; FAILED (with the error) if the body raises."""
+        child_hash = config_hash(self.cfg, {"group": group, "dataset": dataset})
+        run = mlflow.start_run(
+            experiment_id=self.experiment_id,
+            run_name=f"{dataset}" + ("" if group == NO_GROUP else f"@{group}"),
+            nested=True,
+            tags={
+                **self.base_tags,
+                **{k if k.startswith(TAG) else TAG + k: str(v) for k, v in (tags or {}).items()},
+                f"{TAG}dataset": dataset,
+                f"{TAG}group": group,
+                f"{TAG}role": "child",
+                f"{TAG}config_hash": child_hash,
+                f"{TAG}job_hash": self.hash,
+                f"{TAG}pid": str(os.getpid()),
+                f"{TAG}host": socket.gethostname(),
+            },
+        )
+        try:
+            yield run
+        except BaseException as exc:
+            mlflow.set_tag(f"{TAG}error", _error_line(exc))
+            mlflow.end_run(status="FAILED")
+            raise
+        mlflow.end_run(status="FINISHED")
+        self.children_logged += 1
+
+
+def log_llm_usage(llm: Any, before: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Log an LLM backend's usage counters into the active run (the change since `before`).
+
+    Returns the counters now, to pass as `before` next time.
+    """
+    after = llm.metrics()
+    if before is None:
+        mlflow.log_metrics(after)
+        return after
+    delta = {k: after[k] - before.get(k, 0.0) for k in after if not k.endswith(("_rate", "_per_s"))}
+    if delta.get("llm_seconds", 0) > 0 and delta.get("llm_calls", 0) > 0:
+        delta["llm_calls_per_s"] = delta["llm_calls"] / delta["llm_seconds"]
+    mlflow.log_metrics(delta)
+    return after

@@ -1,0 +1,1 @@
+"""Small helpers shared by several packages (no synque imports beyond the error type)."""

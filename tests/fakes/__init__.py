@@ -1,0 +1,1 @@
+"""Shared fakes for the tests: task-folder builders, an OpenAI-compatible server, judges."""
