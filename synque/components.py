@@ -47,9 +47,11 @@ def accepted_keys(target: Any) -> tuple[set[str], bool]:
     so the classes of the MRO are walked until one has no `**kwargs`.
     """
     names: set[str] = set()
-    callables = [c.__init__ for c in target.__mro__ if "__init__" in vars(c)] if inspect.isclass(
-        target
-    ) else [target]
+    callables = (
+        [c.__init__ for c in target.__mro__ if "__init__" in vars(c)]
+        if inspect.isclass(target)
+        else [target]
+    )
     for fn in callables:
         try:
             params = inspect.signature(fn).parameters.values()
@@ -74,11 +76,16 @@ def unknown_key_error(group: str, key: str, known: Iterable[str]) -> SynqueError
 
 
 def check_component(
-    node: DictConfig | Mapping[str, Any], group: str, runtime: Iterable[str] = ()
+    node: DictConfig | Mapping[str, Any],
+    group: str,
+    runtime: Iterable[str] = (),
+    require: bool = True,
 ) -> Any:
     """Check a component node against its target; return the target.
 
-    `runtime` names the arguments the caller passes itself (for example `cache_dir`).
+    `runtime` names the arguments the caller passes itself (for example `cache_dir`);
+    `require=False` skips the check for missing required settings (the early check before a
+    stage runs does not know what the stage will pass).
     """
     data = to_container(node) if isinstance(node, DictConfig) else dict(node)
     target = resolve_target(data, group)
@@ -88,7 +95,7 @@ def check_component(
         for key in data:
             if key not in names and key not in extra:
                 raise unknown_key_error(group, key, names | extra - {"_target_"})
-    required = _required(target) - set(data) - set(runtime)
+    required = _required(target) - set(data) - set(runtime) if require else set()
     if required:
         raise SynqueError(f"{group}: missing setting {sorted(required)[0]} for {data['_target_']}")
     return target
@@ -117,7 +124,9 @@ def build(node: DictConfig | Mapping[str, Any], group: str, **runtime: Any) -> A
     kwargs = {k: v for k, v in data.items() if k not in skip}
     missing = [k for k, v in kwargs.items() if v == "???"]
     if missing:
-        raise SynqueError(f"{group}.{missing[0]}: required setting is missing (set {group}.{missing[0]}=...)")
+        raise SynqueError(
+            f"{group}.{missing[0]}: required setting is missing (set {group}.{missing[0]}=...)"
+        )
     try:
         return hydra.utils.instantiate(
             OmegaConf.create({"_target_": data["_target_"]}), **kwargs, **runtime, _convert_="all"
@@ -128,9 +137,9 @@ def build(node: DictConfig | Mapping[str, Any], group: str, **runtime: Any) -> A
         raise
 
 
-def check_groups(cfg: DictConfig, groups: Iterable[str], runtime: Mapping[str, Iterable[str]]) -> None:
-    """Check every named component group of `cfg` (those with a `_target_`) before any work."""
+def check_groups(cfg: DictConfig, groups: Iterable[str]) -> None:
+    """Check every named component group of `cfg` that has a `_target_`, before any work."""
     for group in groups:
         node = OmegaConf.select(cfg, group, default=None)
         if isinstance(node, DictConfig) and "_target_" in node:
-            check_component(node, group, runtime.get(group, ()))
+            check_component(node, group, require=False)

@@ -12,6 +12,7 @@ import hydra
 from omegaconf import DictConfig
 
 from synque import SynqueError
+from synque.components import check_groups
 from synque.config import register_resolvers
 
 log = logging.getLogger("synque")
@@ -27,6 +28,8 @@ def main(cfg: DictConfig) -> None:
         )
         sys.exit(2)
     try:
+        # every component the stage builds is checked before any heavy work
+        check_groups(cfg, ["task", *(cfg.stage.get("uses") or [])])
         stage = hydra.utils.get_method(str(target))
         stage(cfg)
     except SynqueError as exc:

@@ -43,7 +43,9 @@ class EmbeddingCache(SqliteStore):
         for start in range(0, len(unique), 900):
             chunk = unique[start : start + 900]
             marks = ",".join("?" * len(chunk))
-            for key, blob in self.execute(f"SELECT key, vec FROM emb WHERE key IN ({marks})", chunk):
+            for key, blob in self.execute(
+                f"SELECT key, vec FROM emb WHERE key IN ({marks})", chunk
+            ):
                 found[key] = np.frombuffer(blob, dtype=np.float32)
         return found
 
@@ -104,7 +106,10 @@ class CachedEmbedder:
             todo_keys, todo_items = list(missing), list(missing.values())
             start = time.perf_counter()
             bar = tqdm(
-                total=len(todo_items), desc=desc, unit=self.unit, disable=not self.progress,
+                total=len(todo_items),
+                desc=desc,
+                unit=self.unit,
+                disable=not self.progress,
                 leave=False,
             )
             for lo in range(0, len(todo_items), self.chunk_size):

@@ -34,6 +34,10 @@ def run_embed(cfg: DictConfig) -> None:
             emb = embedder.embed(task.embed_items(synth), desc=name)
             with job.child(name, group):
                 mlflow.log_params(
-                    {"n_synthetic": synth.height, "dim": emb.shape[1], "embedding_digest": matrix_digest(emb)}
+                    {
+                        "n_synthetic": synth.height,
+                        "dim": emb.shape[1],
+                        "embedding_digest": matrix_digest(emb),
+                    }
                 )
         mlflow.log_metrics({f"embed_{k}": float(v) for k, v in embedder.stats.items()})

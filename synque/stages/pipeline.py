@@ -15,8 +15,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from synque import SynqueError
+from synque.components import build
 from synque.config import project_root
-from synque.data.quickstart import prepare_movie_reviews_task
 from synque.tracking import resolve_tracking_uri
 
 log = logging.getLogger(__name__)
@@ -35,13 +35,14 @@ def step_config(cfg: DictConfig, stage: str, overrides: DictConfig | None) -> Di
 
 
 def prepare(cfg: DictConfig) -> None:
-    """Materialise the task folder when the pipeline builds its own data (quickstart)."""
+    """Materialise the task folder when the pipeline builds its own data.
+
+    `stage.prepare` is a component (`_target_` = a function taking `root` and its options),
+    e.g. the quickstart's movie-reviews folder or the digits benchmark's real splits.
+    """
     spec = OmegaConf.select(cfg, "stage.prepare", default=None)
-    if not spec:
-        return
-    prepare_movie_reviews_task(
-        Path(str(cfg.task.root)), int(spec.n_sample), int(spec.n_test), int(spec.seed)
-    )
+    if spec:
+        build(spec, "stage.prepare", root=Path(str(cfg.task.root)).expanduser())
 
 
 def run_pipeline(cfg: DictConfig) -> None:
