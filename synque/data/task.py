@@ -91,6 +91,7 @@ class Task:
         self.real_sample_size = real_sample_size
         self.released = dict(released or {})
         self._images = ImageChecker()
+        self._loaded: dict[tuple[str, int | None], pl.DataFrame] = {}
         if not self.root.is_dir():
             raise SynqueError(f"task {self.name}: data folder {self.root} not found")
 
@@ -214,7 +215,11 @@ class Task:
                     self.embed_items(frame, source)
 
     def load(self, path: Path, limit: int | None = None) -> pl.DataFrame:
-        return self.examples(path, self.read_file(path), limit)
+        """The examples of one file (read once per task: `preflight` and the stage share it)."""
+        key = (str(path), limit)
+        if key not in self._loaded:
+            self._loaded[key] = self.examples(path, self.read_file(path), limit)
+        return self._loaded[key]
 
     def load_candidate(self, group: str, name: str) -> pl.DataFrame:
         return self.load(self.candidate_path(group, name), self.max_examples)

@@ -1,4 +1,4 @@
-"""The proxy registry: representation-based proxies that score a synthetic set against a small real sample.
+"""The proxy registry: proxies score a synthetic set against a small real sample.
 
 Every proxy takes two embedding matrices (``synth`` and ``real``, shape ``[n, dim]``) and returns
 one float.  The registry lets configs name proxies by string, and ``higher_is_better`` tells the
@@ -14,10 +14,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PROXIES", "ProxySpec", "compute_proxy", "register"]
+__all__ = ["PROXIES", "ProxySpec", "ProxyWarning", "compute_proxy", "register"]
 
 # Keys that describe a proxy in the config but are not arguments of its function.
 CONFIG_ONLY_KEYS = frozenset({"name", "higher_is_better", "variant"})
+
+
+class ProxyWarning(UserWarning):
+    """A proxy computed a value but the user should know it is weak (e.g. too few samples).
+
+    Proxies emit it with ``warnings.warn(msg, ProxyWarning)``; the repr stage records each one as
+    the run tag ``synque.warning.<proxy>`` so the caveat stays next to the value in MLflow.
+    """
 
 
 @dataclass(frozen=True)

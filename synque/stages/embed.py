@@ -23,6 +23,7 @@ def run_embed(cfg: DictConfig) -> None:
         log.info("embed %s seed=%s already FINISHED: skipped", task.name, seed)
         return
     pairs = task.pairs()
+    task.preflight(seed, images=True)  # every file and image read before any run
     with job:
         embedder = open_embedder(cfg)
         for group in dict.fromkeys(g for g, _ in pairs):

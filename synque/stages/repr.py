@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 
 import mlflow
 import numpy as np
@@ -12,7 +13,7 @@ from omegaconf import DictConfig
 
 from synque import SynqueError
 from synque.embed.base import Embedder, matrix_digest
-from synque.proxies import PROXIES, check_proxy_config, compute_proxy
+from synque.proxies import PROXIES, ProxyWarning, check_proxy_config, compute_proxy
 from synque.stages.common import load_task, open_embedder
 from synque.tracking import StageRun, log_inputs
 
@@ -35,15 +36,37 @@ def proxy_configs(cfg: DictConfig) -> dict[str, DictConfig]:
 def score_set(
     proxies: dict[str, DictConfig], synth_emb: np.ndarray, real_emb: np.ndarray, seed: int
 ) -> tuple[dict[str, float], dict[str, float], dict[str, str]]:
-    """(proxy values, seconds per proxy, tags saying each proxy's variant and orientation)."""
+    """(proxy values, seconds per proxy, tags saying each proxy's variant and orientation).
+
+    A ``ProxyWarning`` a proxy emits (e.g. FID on fewer samples than dimensions) becomes the tag
+    ``synque.warning.<proxy>`` (one line; several joined by "; ") and a log line, so the caveat
+    is stored next to the value; other warnings pass through untouched.  A ``ValueError`` of a
+    proxy (e.g. fewer points than nearest_k) becomes a one-line ``SynqueError`` naming it.
+    """
     metrics, timings, tags = {}, {}, {}
     for key, pcfg in proxies.items():
         proxy = str(pcfg.get("name", key))
         start = time.perf_counter()
-        metrics[proxy] = compute_proxy(proxy, synth_emb, real_emb, pcfg, seed=seed)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ProxyWarning)
+            try:
+                metrics[proxy] = compute_proxy(proxy, synth_emb, real_emb, pcfg, seed=seed)
+            except ValueError as exc:
+                raise SynqueError(f"proxy.{key}: {exc}") from exc
         timings[f"seconds.{proxy}"] = time.perf_counter() - start
         tags[f"synque.variant.{proxy}"] = str(pcfg.get("variant", "default"))
         tags[f"synque.higher_is_better.{proxy}"] = str(PROXIES[proxy].higher_is_better)
+        notes = []
+        for record in caught:
+            if issubclass(record.category, ProxyWarning):
+                notes.append(" ".join(str(record.message).split()))
+            else:  # not ours: hand it back to the normal warning machinery
+                warnings.warn_explicit(
+                    record.message, record.category, record.filename, record.lineno
+                )
+        if notes:
+            tags[f"synque.warning.{proxy}"] = "; ".join(dict.fromkeys(notes))
+            log.warning("%s", tags[f"synque.warning.{proxy}"])
     return metrics, timings, tags
 
 
@@ -53,11 +76,16 @@ def run_repr(cfg: DictConfig) -> None:
     task = load_task(cfg)
     seed = int(cfg.seed)
     names = ",".join(str(p.get("name", k)) for k, p in proxies.items())
-    job = StageRun(cfg, "repr", task.name, tags={"embedder": str(cfg.embedder.model), "proxy": names})
+    job = StageRun(
+        cfg, "repr", task.name, tags={"embedder": str(cfg.embedder.model), "proxy": names}
+    )
     if (done := job.finished_run()) is not None:
-        log.info("repr %s seed=%s already FINISHED (run %s): skipped", task.name, seed, done.info.run_id)
+        log.info(
+            "repr %s seed=%s already FINISHED (run %s): skipped", task.name, seed, done.info.run_id
+        )
         return
     pairs = task.pairs()
+    task.preflight(seed, images=True)  # every file and image read before any run
     with job:
         embedder: Embedder = open_embedder(cfg)
         real_cache: dict[str, tuple[pl.DataFrame, np.ndarray]] = {}
@@ -65,7 +93,9 @@ def run_repr(cfg: DictConfig) -> None:
         for group, name in job.pending(pairs, f"repr {task.name} seed={seed}"):
             if group not in real_cache:
                 real = task.real_sample(group, seed)
-                real_cache = {group: (real, embedder.embed(task.embed_items(real), desc=f"real {group}"))}
+                real_cache = {
+                    group: (real, embedder.embed(task.embed_items(real), desc=f"real {group}"))
+                }
             real, real_emb = real_cache[group]
             synth = task.load_candidate(group, name)
             synth_emb = embedder.embed(task.embed_items(synth), desc=name)

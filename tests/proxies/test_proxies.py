@@ -276,7 +276,7 @@ def test_register_adds_and_rejects_duplicates() -> None:
 def test_unknown_proxy_lists_known_names() -> None:
     x = np.zeros((3, 2))
     with pytest.raises(ValueError, match="unknown proxy") as err:
-        compute_proxy("fid", x, x, {})
+        compute_proxy("no_such_proxy", x, x, {})
     for name in EXPECTED_PROXIES:
         assert name in str(err.value)
 
