@@ -81,7 +81,7 @@ class CachedEmbedder:
         self.progress = progress
         self.cache = EmbeddingCache(Path(cache_dir) / "embeddings" / f"{id}.sqlite")
         self.stats: dict[str, float] = {
-            "texts": 0,
+            "items": 0,
             "cache_hits": 0,
             "embedded": 0,
             "embed_seconds": 0.0,
@@ -100,7 +100,7 @@ class CachedEmbedder:
         keys = [self.item_key(item) for item in items]
         found = self.cache.get(keys)
         missing = {k: item for k, item in zip(keys, items, strict=True) if k not in found}
-        self.stats["texts"] += len(items)
+        self.stats["items"] += len(items)
         self.stats["cache_hits"] += len(items) - len(missing)
         if missing:
             todo_keys, todo_items = list(missing), list(missing.values())
