@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig
 
@@ -22,16 +21,3 @@ def open_embedder(cfg: DictConfig) -> Embedder:
     return build(
         cfg.embedder, "embedder", cache_dir=Path(cfg.paths.cache_dir), progress=bool(cfg.progress)
     )
-
-
-def uses_replay(cfg: DictConfig) -> bool:
-    return str(cfg.llm.get("kind", "")) == "replay"
-
-
-def open_llm(cfg: DictConfig) -> Any:
-    """The configured LLM backend; None for replay (stages read released material)."""
-    if uses_replay(cfg):
-        return None
-    from synque.llm import build_llm
-
-    return build_llm(cfg.llm, Path(cfg.paths.cache_dir))

@@ -3,13 +3,12 @@
 A generation *strategy* (config) says how to ask: zero-shot per label, few-shot from the real
 sample, a persona or a style, a temperature. Each example is one chat call with its own seed,
 so every call is cached: a rerun, or a restart after a crash, never repeats a finished call.
-The set is written to the task folder (`synthetic/<strategy>.jsonl`) and logged as a run with
-the file as an artifact and an MLflow dataset input.
+The set is written to the task folder (`synthetic/<strategy>.jsonl`, atomically) and logged
+as a run with the file as an artifact and an MLflow dataset input.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import re
@@ -18,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import pandas as pd
+import polars as pl
 from omegaconf import DictConfig, OmegaConf
 
 from synque import SynqueError
-from synque.llm import ChatRequest, build_llm
-from synque.tracking import StageRun, content_digest, log_dataset
+from synque.data.io import read_table, write_jsonl_atomic
+from synque.data.task import NO_GROUP
+from synque.llm import LLM, ChatRequest, build_llm, check_llm
+from synque.tracking import StageRun, content_digest, log_dataset, log_llm_usage
 
 log = logging.getLogger(__name__)
 KINDS = ("zero_shot", "few_shot", "persona", "style")
@@ -64,7 +65,7 @@ def clean_text(text: str, max_chars: int) -> str:
 
 
 def generate_set(
-    llm: Any,
+    llm: LLM,
     strategy: Mapping[str, Any],
     labels: Mapping[str, str],
     per_label: int,
@@ -74,8 +75,11 @@ def generate_set(
     max_tokens: int,
     max_chars: int,
     progress: bool,
-) -> pd.DataFrame:
-    """Ask for `per_label` examples of each label; drop empty and duplicate replies."""
+) -> pl.DataFrame:
+    """Ask for `per_label` examples of each label; drop empty and duplicate replies.
+
+    Returns columns `text` and `label` (the label's value in the data, as text).
+    """
     rng = random.Random(seed)
     requests, meta = [], []
     for label, label_name in labels.items():
@@ -105,7 +109,42 @@ def generate_set(
             f"generate: strategy '{strategy.get('name')}' produced fewer than two labels "
             f"({len(rows)} usable replies of {len(requests)})"
         )
-    return pd.DataFrame(rows)
+    return pl.DataFrame(rows, schema={"text": pl.String, "label": pl.String})
+
+
+def _generate_one(
+    cfg: DictConfig, llm: LLM, name: str, real_texts: Sequence[str], out_dir: Path
+) -> None:
+    """One strategy's candidate set: generated, written atomically, logged in the open run."""
+    gcfg = cfg.generate
+    strategy = gcfg.strategies[name]
+    labels = {str(k): str(v) for k, v in gcfg.labels.items()}
+    before = llm.metrics()
+    frame = generate_set(
+        llm,
+        {"name": name, **OmegaConf.to_container(strategy, resolve=True)},
+        labels,
+        int(gcfg.per_label),
+        str(gcfg.describe),
+        real_texts,
+        seed=int(cfg.seed),
+        max_tokens=int(gcfg.max_tokens),
+        max_chars=int(gcfg.max_chars),
+        progress=bool(cfg.progress),
+    )
+    path = write_jsonl_atomic(out_dir / f"{name}.jsonl", frame.iter_rows(named=True))
+    mlflow.log_artifact(str(path))
+    log_dataset(
+        frame,
+        name=name,
+        context="generated",
+        source=path,
+        digest=content_digest(frame["text"].to_list()),
+        targets="label",
+    )
+    log_llm_usage(llm, before)
+    mlflow.log_metrics({"n_examples": len(frame), "n_requested": len(labels) * int(gcfg.per_label)})
+    mlflow.log_params({f"strategy.{k}": v for k, v in strategy.items()})
 
 
 def run_generate(cfg: DictConfig) -> None:
@@ -115,72 +154,18 @@ def run_generate(cfg: DictConfig) -> None:
     sample = root / "real" / "sample.jsonl"
     if not sample.is_file():
         raise SynqueError(f"generate: {sample} not found (the real sample few-shot uses)")
-    real_texts = [
-        json.loads(line)["text"] for line in sample.read_text().splitlines() if line.strip()
-    ]
+    real_texts = read_table(sample)["text"].to_list()
     name = OmegaConf.select(cfg, "task.name", default=None) or root.name
+    check_llm(cfg.llm)  # a bad llm config fails here, before a run is opened
     job = StageRun(cfg, "generate", name, tags={"llm": str(cfg.llm.name)})
     if job.finished_run() is not None:
         log.info("generate %s: already FINISHED, skipped", name)
         return
-    out_dir = root / "synthetic"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    labels = {str(k): str(v) for k, v in gcfg.labels.items()}
-    with job:
-        done = job.finished_children()
-        llm = build_llm(cfg.llm, Path(cfg.paths.cache_dir))
-        try:
-            strategies = list(gcfg.strategies.items())[: gcfg.get("max_strategies") or None]
-            for strategy_name, strategy in strategies:
-                path = out_dir / f"{strategy_name}.jsonl"
-                if ("all", strategy_name) in done and path.is_file():
-                    job.children_skipped += 1
-                    continue
-                with job.child(strategy_name, tags={"generation_strategy": str(strategy.kind)}):
-                    before = llm.metrics()
-                    frame = generate_set(
-                        llm,
-                        {"name": strategy_name, **OmegaConf.to_container(strategy)},
-                        labels,
-                        int(gcfg.per_label),
-                        str(gcfg.describe),
-                        real_texts,
-                        seed=int(cfg.seed),
-                        max_tokens=int(gcfg.max_tokens),
-                        max_chars=int(gcfg.max_chars),
-                        progress=bool(cfg.progress),
-                    )
-                    tmp = path.with_suffix(".jsonl.tmp")
-                    tmp.write_text(
-                        "\n".join(json.dumps(r) for r in frame.to_dict("records")) + "\n"
-                    )
-                    tmp.replace(path)  # never a half-written candidate set
-                    mlflow.log_artifact(str(path))
-                    log_dataset(
-                        frame,
-                        name=strategy_name,
-                        context="generated",
-                        source=path,
-                        digest=content_digest(frame.text.tolist()),
-                        targets="label",
-                    )
-                    after = llm.metrics()
-                    mlflow.log_metrics(
-                        {
-                            "n_examples": len(frame),
-                            "n_requested": len(labels) * int(gcfg.per_label),
-                            **{
-                                k: after[k] - before.get(k, 0.0)
-                                for k in (
-                                    "llm_calls",
-                                    "llm_cache_hits",
-                                    "llm_seconds",
-                                    "llm_completion_tokens",
-                                )
-                            },
-                        }
-                    )
-                    mlflow.log_params({f"strategy.{k}": v for k, v in strategy.items()})
-            mlflow.log_metrics(llm.metrics())
-        finally:
-            llm.close()
+    strategies = list(gcfg.strategies)[: gcfg.get("max_strategies") or None]
+    with job, build_llm(cfg.llm, Path(cfg.paths.cache_dir)) as llm:
+        pairs = [(NO_GROUP, s) for s in strategies]
+        for _, strategy in job.pending(pairs, f"generate {name}", unit="strategy"):
+            kind = str(gcfg.strategies[strategy].kind)
+            with job.child(strategy, tags={"generation_strategy": kind}):
+                _generate_one(cfg, llm, strategy, real_texts, root / "synthetic")
+        log_llm_usage(llm)

@@ -8,13 +8,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from synque import SynqueError
 from synque.lens import (
     JUDGMENT_COLUMNS,
-    LIKERT,
     PROB_COLUMNS,
     JudgeItem,
     Rubric,
@@ -29,16 +29,17 @@ from synque.lens import (
     parse_string_list,
     rubrics_from_released,
 )
-from synque.llm import LLM, ChatRequest, Completion, Message
+from synque.llm import Completion
+from tests.fakes.judges import OracleJudge, Scripted
 
 PROMPTS = load_prompts("default")
 
 
-def frame(synth: Sequence[Sequence[float]], real: Sequence[Sequence[float]]) -> pd.DataFrame:
+def frame(synth: Sequence[Sequence[float]], real: Sequence[Sequence[float]]) -> pl.DataFrame:
     """Judgments table from rows (v_real_A, v_synth_A, v_real_B, v_synth_B)."""
     rows = [("synthetic", i, *r) for i, r in enumerate(synth)]
     rows += [("real", i, *r) for i, r in enumerate(real)]
-    return pd.DataFrame(rows, columns=["set", "index", *JUDGMENT_COLUMNS])
+    return pl.DataFrame(rows, schema=["set", "index", *JUDGMENT_COLUMNS], orient="row")
 
 
 # --------------------------------------------------------------------------- formulas
@@ -92,13 +93,12 @@ def test_expected_variant() -> None:
     # one-hot probabilities -> expected scores equal the argmax scores
     for col in JUDGMENT_COLUMNS:
         for k in range(5):
-            judg[f"p{col[1:]}_{k}"] = (judg[col] == k).astype(float)
+            judg = judg.with_columns((pl.col(col) == k).cast(pl.Float64).alias(f"p{col[1:]}_{k}"))
     scores = lens_scores(judg)
     assert scores["lens_expected"] == pytest.approx(scores["lens"])
     assert scores["lens_raw_expected"] == pytest.approx(scores["lens_raw"])
     # uniform probabilities -> every expected score is 2 -> both scores 1/2
-    for col in PROB_COLUMNS:
-        judg[col] = 0.2
+    judg = judg.with_columns(pl.lit(0.2).alias(col) for col in PROB_COLUMNS)
     scores = lens_scores(judg)
     assert scores["lens_expected"] == pytest.approx(0.5, abs=1e-5)
     assert scores["lens_raw_expected"] == pytest.approx(0.5)
@@ -108,7 +108,7 @@ def test_lens_needs_both_sets_and_columns() -> None:
     with pytest.raises(SynqueError, match="both synthetic and real"):
         lens_scores(frame([(1, 1, 1, 1)], []))
     with pytest.raises(SynqueError, match="v_synth_B"):
-        lens_scores(frame([(1, 1, 1, 1)], [(1, 1, 1, 1)]).drop(columns="v_synth_B"))
+        lens_scores(frame([(1, 1, 1, 1)], [(1, 1, 1, 1)]).drop("v_synth_B"))
 
 
 # --------------------------------------------------------------------------- orientation
@@ -140,59 +140,29 @@ def test_orientation_columns_and_differences() -> None:
     ]
 
 
-class OracleJudge(LLM):
-    """Knows each example's true source and reads the prompt like a perfect judge would.
-
-    It finds which dataset is synthetic from the differences shown ("how B differs from
-    A": the real-vs-synthetic list means B is real, so A is synthetic) and answers
-    "very likely" exactly when the asked-about dataset is the example's true source.
-    """
-
-    kind = "oracle"
-
-    def __init__(self) -> None:
-        super().__init__("oracle")
-
-    def _answer(self, messages: Sequence[Message]) -> int:
-        user = messages[-1]["content"]
-        synth_at = "A" if "R-vs-S" in user else "B"
-        target = re.search(r"dataset ([AB])\?", user).group(1)  # type: ignore[union-attr]
-        source_is_synth = "SYN-EXAMPLE" in user
-        return 4 if (target == synth_at) == source_is_synth else 0
-
-    def _complete(self, requests: list[ChatRequest], done) -> None:  # type: ignore[no-untyped-def]
-        for j, req in enumerate(requests):
-            done(j, Completion(f"**{LIKERT[self._answer(req.messages)].title()}**"))
-
-    def _score(self, items: list[list[Message]], choices: list[str], done) -> None:  # type: ignore[no-untyped-def]
-        for j, messages in enumerate(items):
-            probs = [0.025] * 5
-            probs[self._answer(messages)] = 0.9
-            done(j, probs)
-
-
 @pytest.mark.parametrize("mode", ["choices", "generate"])
 def test_judge_examples_maps_answers_to_sources(mode: str, tmp_path: Path) -> None:
     rubric = Rubric(["alike"], ["S-vs-R point"], ["R-vs-S point"])
     synth = [f"SYN-EXAMPLE {i}" for i in range(3)]
     real = [f"REAL-EXAMPLE {i}" for i in range(2)]
     judg = judge_examples(OracleJudge(), rubric, PROMPTS, synth, real, mode=mode, progress=False)
-    assert list(judg["set"]) == ["synthetic"] * 3 + ["real"] * 2
-    assert list(judg["index"]) == [0, 1, 2, 0, 1]
-    s = judg[judg["set"] == "synthetic"]
-    r = judg[judg["set"] == "real"]
-    assert (s[["v_synth_A", "v_synth_B"]] == 4).all().all()
-    assert (s[["v_real_A", "v_real_B"]] == 0).all().all()
-    assert (r[["v_real_A", "v_real_B"]] == 4).all().all()
-    assert (r[["v_synth_A", "v_synth_B"]] == 0).all().all()
+    assert judg["set"].to_list() == ["synthetic"] * 3 + ["real"] * 2
+    assert judg["index"].to_list() == [0, 1, 2, 0, 1]
+    s = judg.filter(pl.col("set") == "synthetic")
+    r = judg.filter(pl.col("set") == "real")
+    assert (s.select("v_synth_A", "v_synth_B").to_numpy() == 4).all()
+    assert (s.select("v_real_A", "v_real_B").to_numpy() == 0).all()
+    assert (r.select("v_real_A", "v_real_B").to_numpy() == 4).all()
+    assert (r.select("v_synth_A", "v_synth_B").to_numpy() == 0).all()
     assert (judg["n_invalid"] == 0).all()
     assert lens_scores(judg)["lens"] == pytest.approx(0.0, abs=1e-5)
     path = tmp_path / "judgments.parquet"
-    judg.to_parquet(path)
-    pd.testing.assert_frame_equal(pd.read_parquet(path), judg)
+    judg.write_parquet(path)
+    assert_frame_equal(pl.read_parquet(path), judg)
     if mode == "choices":
-        assert judg.loc[0, "p_synth_A_4"] == pytest.approx(0.9)
-        assert np.allclose(judg[[f"p_real_B_{k}" for k in range(5)]].sum(axis=1), 1.0)
+        assert judg["p_synth_A_4"][0] == pytest.approx(0.9)
+        probs = judg.select(f"p_real_B_{k}" for k in range(5)).to_numpy()
+        assert np.allclose(probs.sum(axis=1), 1.0)
     else:
         assert not any(c in judg.columns for c in PROB_COLUMNS)
 
@@ -206,8 +176,8 @@ def test_judge_generate_counts_invalid_answers() -> None:
     llm = Babbler()
     rubric = Rubric(["a"], ["b"], ["c"])
     judg = judge_examples(llm, rubric, PROMPTS, ["x"], ["y"], mode="generate", progress=False)
-    assert (judg[list(JUDGMENT_COLUMNS)] == 2).all().all()  # neutral "unsure"
-    assert list(judg["n_invalid"]) == [4, 4]
+    assert (judg.select(JUDGMENT_COLUMNS).to_numpy() == 2).all()  # neutral "unsure"
+    assert judg["n_invalid"].to_list() == [4, 4]
     assert llm.stats.invalid_answers == 8
 
 
@@ -304,30 +274,6 @@ def test_rubric_json_roundtrip_and_validation() -> None:
     assert rubric.differences("A") == ["e1"] and rubric.differences("B") == ["d1"]
 
 
-class Scripted(LLM):
-    """Replies from a script per rubric list, recognised by words of the question."""
-
-    kind = "scripted"
-
-    def __init__(self, script: dict[str, list[str]]) -> None:
-        super().__init__("scripted")
-        self.script = script
-        self.seen: list[list[Message]] = []
-
-    def _complete(self, requests: list[ChatRequest], done) -> None:  # type: ignore[no-untyped-def]
-        for j, req in enumerate(requests):
-            self.seen.append(req.messages)
-            first_user = req.messages[1]["content"]
-            key = (
-                "sims"
-                if "in common" in first_user
-                else "s_vs_r"
-                if "set S differ" in first_user
-                else "r_vs_s"
-            )
-            done(j, Completion(self.script[key].pop(0)))
-
-
 def test_compile_rubric_retries_truncates_and_fails_cleanly() -> None:
     llm = Scripted(
         {
@@ -374,9 +320,9 @@ def test_released_judgments_loader(data_root: Path) -> None:
     assert len(judg) == len(synth) + len(real)
     assert (judg["set"] == "synthetic").sum() == len(synth)
     # record 1: real_A "unsure", synth_A "likely", real_B "very likely", synth_B "very likely"
-    assert judg.loc[1, list(JUDGMENT_COLUMNS)].tolist() == [2, 3, 4, 4]
-    first_real = judg[judg["set"] == "real"].iloc[0]
-    assert first_real[list(JUDGMENT_COLUMNS)].tolist() == [4, 4, 3, 1]
+    assert list(judg.select(JUDGMENT_COLUMNS).row(1)) == [2, 3, 4, 4]
+    first_real = judg.filter(pl.col("set") == "real").select(JUDGMENT_COLUMNS).row(0)
+    assert list(first_real) == [4, 4, 3, 1]
     assert judg["n_invalid"].sum() == 0
     scores = lens_scores(judg)
     assert 0.0 < scores["lens"] < 1.0 and 0.0 < scores["lens_raw"] < 1.0

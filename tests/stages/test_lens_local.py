@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import DATA, needs_data, needs_smollm2
@@ -39,6 +40,7 @@ def cache_rows(path: Path) -> int:
         return 0
 
 
+@pytest.mark.slow  # ~5 min on a shared 2-core CPU
 @needs_data
 @needs_smollm2
 def test_local_judge_killed_and_restarted(tmp_path: Path) -> None:

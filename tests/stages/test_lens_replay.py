@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pandas as pd
+import polars as pl
 import pytest
 from mlflow.tracking import MlflowClient
 from scipy import stats
@@ -46,6 +46,7 @@ def reference_lens(synth: list[dict], real: list[dict]) -> tuple[float, float]:
     return total / (len(s) + len(q)), raw
 
 
+@pytest.mark.slow  # ~1 min per task: every released seed and set goes through MLflow
 @needs_data
 @pytest.mark.parametrize("task_name", ["text2sql", "web"])
 def test_replayed_lens_matches_the_formulas(make_cfg, task_name: str) -> None:
@@ -55,10 +56,13 @@ def test_replayed_lens_matches_the_formulas(make_cfg, task_name: str) -> None:
         run_lens(make_cfg(*base, f"seed={seed}"))
     run_train(make_cfg(f"+experiment={task_name}_recorded"))
     cfg = make_cfg(f"+experiment={task_name}_correlate", "stage.bootstrap=0")
-    summary = run_correlate(cfg).set_index("proxy")
+    summary = {row["proxy"]: row for row in run_correlate(cfg).iter_rows(named=True)}
 
     task = load_task(cfg)
-    perf = task.recorded_performance().set_index(["group", "dataset"]).task_performance
+    perf = {
+        (row["group"], row["dataset"]): row["task_performance"]
+        for row in task.recorded_performance().iter_rows(named=True)
+    }
     judged = task.root / "LENS" / "scores" / "qwen2.5-7b-instruct"
     rows = []
     for seed in seeds:
@@ -71,14 +75,22 @@ def test_replayed_lens_matches_the_formulas(make_cfg, task_name: str) -> None:
                 real = json.loads((judged / f"seed={seed}/real_data/{sub}{name}.json").read_text())
                 lens, raw = reference_lens(synth, real)
                 rows.append((seed, group, name, lens, raw, perf[(group, name)]))
-    ref = pd.DataFrame(rows, columns=["seed", "group", "dataset", "lens", "lens_raw", "perf"])
+    ref = pl.DataFrame(
+        rows, schema=["seed", "group", "dataset", "lens", "lens_raw", "perf"], orient="row"
+    )
     for proxy in ("lens", "lens_raw"):
         for coef, fn in (("spearman", stats.spearmanr), ("pearson", stats.pearsonr)):
-            per = ref.groupby(["group", "seed"]).apply(
-                lambda g, p=proxy, f=fn: f(g[p], g.perf).statistic, include_groups=False
-            )
-            expected = per.groupby(level="group").mean().mean()
-            assert summary.loc[proxy, coef] == pytest.approx(expected, abs=5e-4), (proxy, coef)
+            per_group = [
+                np.mean(
+                    [
+                        fn(part[proxy].to_numpy(), part["perf"].to_numpy()).statistic
+                        for part in in_group.partition_by("seed")
+                    ]
+                )
+                for in_group in ref.partition_by("group")
+            ]
+            expected = np.mean(per_group)
+            assert summary[proxy][coef] == pytest.approx(expected, abs=5e-4), (proxy, coef)
 
     # the logged per-set values are the reference values
     client = MlflowClient(cfg.tracking.uri)
@@ -95,8 +107,8 @@ def test_replayed_lens_matches_the_formulas(make_cfg, task_name: str) -> None:
         ): r
         for r in runs
     }
-    for row in ref.itertuples():
-        run = logged[(row.seed, row.group, row.dataset)]
-        assert run.data.metrics["lens"] == pytest.approx(row.lens, abs=1e-9)
-        assert run.data.metrics["lens_raw"] == pytest.approx(row.lens_raw, abs=1e-9)
+    for row in ref.iter_rows(named=True):
+        run = logged[(row["seed"], row["group"], row["dataset"])]
+        assert run.data.metrics["lens"] == pytest.approx(row["lens"], abs=1e-9)
+        assert run.data.metrics["lens_raw"] == pytest.approx(row["lens_raw"], abs=1e-9)
         assert run.data.tags["synque.rubric_run"]

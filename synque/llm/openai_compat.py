@@ -1,0 +1,299 @@
+"""Any OpenAI-compatible chat server (OpenAI, vLLM, llama-cpp, TGI ...) through AsyncOpenAI.
+
+Why async: judging is thousands of short independent calls; a bounded number in flight
+(`max_concurrency`) saturates a server without tripping its rate limits. Timeouts, 429 and
+5xx are retried with exponential backoff and jitter (`Retry-After` honoured). Messages are
+sent as given, so list content (text and image parts) reaches a vision-language server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from synque import SynqueError
+from synque.llm.base import LLM, ChatRequest, Completion, Message, OnComplete, OnScore
+from synque.llm.cache import ResponseCache
+from synque.llm.choices import choice_probs_from_logprobs, choice_schema, match_choice, one_hot
+
+log = logging.getLogger(__name__)
+
+STRUCTURED_MODES = ("json_schema", "json_object", "guided", "structured_outputs", "none")
+CHOICE_SCORING = ("auto", "logprobs", "generate")
+Job = Callable[[Any], Awaitable[None]]
+
+
+class OpenAILLM(LLM):
+    """An OpenAI-compatible server; `score_choices` reads `top_logprobs`.
+
+    Choices are scored from the reply's per-token log-probs (see
+    :func:`~synque.llm.choices.choice_probs_from_logprobs`), falling back to constrained
+    generation with a one-hot result when the server returns none (`choice_scoring=auto`).
+    """
+
+    kind = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        cache: ResponseCache | None = None,
+        *,
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        max_concurrency: int = 8,
+        max_retries: int = 5,
+        retry_base_delay: float = 1.0,
+        retry_max_delay: float = 60.0,
+        timeout: float = 120.0,
+        structured_output: str = "json_schema",
+        choice_scoring: str = "auto",
+        top_logprobs: int = 20,
+        extra_body: Mapping[str, Any] | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(model, cache, name)
+        if structured_output not in STRUCTURED_MODES:
+            raise SynqueError(f"llm.structured_output must be one of {', '.join(STRUCTURED_MODES)}")
+        if choice_scoring not in CHOICE_SCORING:
+            raise SynqueError(f"llm.choice_scoring must be one of {', '.join(CHOICE_SCORING)}")
+        self.base_url = base_url
+        # The key lives only here: never logged, never part of a cache key.
+        self._api_key = os.environ.get(api_key_env) or "sk-no-key-needed"
+        self.max_concurrency = max(1, int(max_concurrency))
+        self.max_retries = max(0, int(max_retries))
+        self.retry_base_delay = float(retry_base_delay)
+        self.retry_max_delay = float(retry_max_delay)
+        self.timeout = float(timeout)
+        self.structured_output = structured_output
+        self.choice_scoring = choice_scoring
+        self.top_logprobs = int(top_logprobs)
+        self.extra_body = dict(extra_body or {})
+        self._structured_ok = structured_output != "none"
+        self._structured_verified = False
+        self._logprobs_ok = choice_scoring != "generate"
+
+    def __repr__(self) -> str:
+        return f"OpenAILLM(model={self.model!r}, base_url={self.base_url!r})"
+
+    def _key_extra(self, op: str) -> dict[str, Any]:
+        if op == "score":
+            return {"choice_scoring": self.choice_scoring}
+        return {"structured_output": self.structured_output}
+
+    # -- request building
+    def _structured(self, req: ChatRequest) -> dict[str, Any]:
+        """Extra create() kwargs that constrain the reply to the request's choices/schema."""
+        mode = self.structured_output if self._structured_ok else "none"
+        if mode == "none" or (req.choices is None and req.json_schema is None):
+            return {}
+        if req.choices is not None and mode == "guided":
+            return {"extra_body": {"guided_choice": list(req.choices)}}
+        if req.choices is not None and mode == "structured_outputs":
+            return {"extra_body": {"structured_outputs": {"choice": list(req.choices)}}}
+        schema = choice_schema(req.choices) if req.choices is not None else req.json_schema
+        if mode == "guided":
+            return {"extra_body": {"guided_json": schema}}
+        if mode == "structured_outputs":
+            return {"extra_body": {"structured_outputs": {"json": schema}}}
+        if mode == "json_object":  # llama-cpp-python's dialect
+            return {"response_format": {"type": "json_object", "schema": schema}}
+        return {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": schema},
+            }
+        }
+
+    def _kwargs(self, req: ChatRequest, structured: bool = True) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": req.messages,
+            "temperature": req.temperature,
+            "max_tokens": req.max_tokens,
+        }
+        if req.seed is not None:
+            kwargs["seed"] = req.seed
+        extra = dict(self.extra_body)
+        if structured:
+            more = self._structured(req)
+            extra.update(more.pop("extra_body", {}))
+            kwargs.update(more)
+        if extra:
+            kwargs["extra_body"] = extra
+        return kwargs
+
+    # -- transport
+    def _run(self, jobs: list[Job]) -> None:
+        """Run the jobs to completion, also from inside a running event loop (notebooks)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(self._gather(jobs))
+            return
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(lambda: asyncio.run(self._gather(jobs))).result()
+
+    async def _gather(self, jobs: list[Job]) -> None:
+        import openai
+
+        client = openai.AsyncOpenAI(
+            base_url=self.base_url, api_key=self._api_key, max_retries=0, timeout=self.timeout
+        )
+        sem = asyncio.Semaphore(self.max_concurrency)
+
+        async def run(job: Job) -> None:
+            async with sem:
+                await job(client)
+
+        try:
+            await asyncio.gather(*(run(job) for job in jobs))
+        finally:
+            await client.close()
+
+    async def _create(self, client: Any, kwargs: dict[str, Any], retry_5xx: bool = True) -> Any:
+        """One chat.completions call with retries on timeouts, 429 and (optionally) 5xx."""
+        import openai
+
+        retryable: tuple[type[Exception], ...] = (
+            openai.APITimeoutError,
+            openai.APIConnectionError,
+            openai.RateLimitError,
+        )
+        if retry_5xx:
+            retryable += (openai.InternalServerError,)
+        for attempt in range(self.max_retries + 1):
+            try:
+                return await client.chat.completions.create(**kwargs)
+            except retryable as err:
+                if attempt >= self.max_retries:
+                    raise
+                delay = min(self.retry_max_delay, self.retry_base_delay * 2**attempt)
+                delay *= 0.5 + random.random() / 2
+                response = getattr(err, "response", None)
+                after = response.headers.get("retry-after") if response is not None else None
+                if after:
+                    with contextlib.suppress(ValueError):
+                        delay = min(self.retry_max_delay, max(delay, float(after)))
+                with self._lock:
+                    self.stats.retries += 1
+                log.warning(
+                    "%s: %s, retry %d/%d in %.2fs",
+                    self.name,
+                    type(err).__name__,
+                    attempt + 1,
+                    self.max_retries,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _create_structured(self, client: Any, req: ChatRequest, **more: Any) -> Any:
+        """Call with structured output; if the server rejects it, retry once without.
+
+        Why: servers differ (vLLM guided_*, OpenAI json_schema, llama-cpp json_object); a
+        server that refuses the constraint still gives an answer we can parse, and we stop
+        sending the constraint for the rest of the session.
+        """
+        import openai
+
+        if not self._structured(req):
+            return await self._create(client, {**self._kwargs(req, False), **more})
+        try:
+            response = await self._create(
+                client, {**self._kwargs(req, True), **more}, retry_5xx=self._structured_verified
+            )
+        except (
+            openai.BadRequestError,
+            openai.UnprocessableEntityError,
+            openai.InternalServerError,
+            openai.NotFoundError,
+        ):
+            if self._structured_verified:
+                raise
+            response = await self._create(client, {**self._kwargs(req, False), **more})
+            if self._structured_ok:
+                log.warning(
+                    "%s: server rejected structured_output=%s; parsing plain replies",
+                    self.name,
+                    self.structured_output,
+                )
+            self._structured_ok = False
+            return response
+        self._structured_verified = True
+        return response
+
+    # -- hooks
+    def _complete(self, requests: list[ChatRequest], done: OnComplete) -> None:
+        def job(j: int, req: ChatRequest) -> Job:
+            async def call(client: Any) -> None:
+                response = await self._create_structured(client, req)
+                prompt, completion = _usage(response)
+                done(j, Completion(response.choices[0].message.content or "", prompt, completion))
+
+            return call
+
+        self._run([job(j, r) for j, r in enumerate(requests)])
+
+    def _score(self, items: list[list[Message]], choices: list[str], done: OnScore) -> None:
+        max_tokens = max(8, max(len(c) for c in choices) // 2 + 6)
+
+        def job(j: int, messages: list[Message]) -> Job:
+            async def call(client: Any) -> None:
+                req = ChatRequest(messages, temperature=0.0, max_tokens=max_tokens, choices=choices)
+                more = (
+                    {"logprobs": True, "top_logprobs": self.top_logprobs}
+                    if self._logprobs_ok
+                    else {}
+                )
+                response = await self._create_structured(client, req, **more)
+                prompt, completion = _usage(response)
+                with self._lock:
+                    self.stats.prompt_tokens += prompt
+                    self.stats.completion_tokens += completion
+                done(j, self._probs_from_response(response, choices))
+
+            return call
+
+        self._run([job(j, m) for j, m in enumerate(items)])
+
+    def _probs_from_response(self, response: Any, choices: list[str]) -> list[float]:
+        choice = response.choices[0]
+        content = getattr(getattr(choice, "logprobs", None), "content", None)
+        if self._logprobs_ok and content:
+            tokens = [
+                (
+                    t.token,
+                    float(t.logprob),
+                    [(a.token, float(a.logprob)) for a in (t.top_logprobs or [])],
+                )
+                for t in content
+            ]
+            probs = choice_probs_from_logprobs(tokens, choices)
+            if probs is not None:
+                return probs
+        elif self._logprobs_ok and self.choice_scoring == "auto":
+            log.warning(
+                "%s: server returned no logprobs; scoring choices by constrained "
+                "generation (one-hot)",
+                self.name,
+            )
+            self._logprobs_ok = False
+        index = match_choice(choice.message.content or "", choices)
+        if index is None:
+            self.record_invalid()
+        return one_hot(index, len(choices))
+
+
+def _usage(response: Any) -> tuple[int, int]:
+    """(prompt tokens, completion tokens) a server reported (0 when it reports none)."""
+    usage = getattr(response, "usage", None)
+    return (
+        int(getattr(usage, "prompt_tokens", 0) or 0),
+        int(getattr(usage, "completion_tokens", 0) or 0),
+    )

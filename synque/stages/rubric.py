@@ -1,0 +1,153 @@
+"""The `rubric` stage: one rubric per candidate set, compiled by any LLM backend.
+
+A rubric run is found again by its `synque.rubric_key` (what compiling depends on), so a
+`lens` job reuses a rubric another job compiled; `llm=replay` imports the paper's released
+rubrics instead of calling a model. The lifecycle both LLM stages share (skip a finished
+job, resume, one backend for every candidate set, usage logged) is `run_llm_stage`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+import polars as pl
+from omegaconf import DictConfig, OmegaConf
+
+from synque.config import config_hash
+from synque.data.task import Task
+from synque.lens import RUBRIC_FIELDS, Prompts, Rubric, compile_rubric
+from synque.llm import LLM, ReplayLLM, build_llm, llm_kind
+from synque.stages.common import load_task
+from synque.tracking import TAG, StageRun, log_inputs, log_llm_usage
+
+log = logging.getLogger(__name__)
+
+#: Work on one candidate set: (job, cfg, llm or None with replay, task, group, name).
+PerSet = Callable[[StageRun, DictConfig, LLM | None, Task, str, str], None]
+
+
+def rubric_key(cfg: DictConfig, group: str, dataset: str) -> str:
+    """Identity of a rubric: what compiling it depends on (task, seed, LLM, prompts, options).
+
+    The LLM enters by its kind and settings, not by how it is built (`_target_`) nor by
+    how the judge is later asked (`judge_mode`), so those never orphan a compiled rubric.
+    """
+    view = {
+        k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+        for k in ("task", "seed", "llm", "prompts", "rubric")
+    }
+    settings = {k: v for k, v in view["llm"].items() if k not in ("judge_mode", "_target_")}
+    view["llm"] = {**settings, "kind": llm_kind(cfg.llm)}
+    return config_hash(view, {"group": group, "dataset": dataset})
+
+
+def find_rubric_run(job: StageRun, key: str) -> tuple[Rubric, str] | None:
+    """A FINISHED rubric run with this key (any job of the experiment): (rubric, run id)."""
+    runs = job.client.search_runs(
+        [job.experiment_id],
+        filter_string=f"tags.`{TAG}rubric_key` = '{key}' and tags.`{TAG}stage` = 'rubric' "
+        "and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    if not runs:
+        return None
+    text = mlflow.artifacts.load_text(f"runs:/{runs[0].info.run_id}/rubric.json")
+    return Rubric.from_json(text), runs[0].info.run_id
+
+
+def compile_rubric_run(
+    job: StageRun,
+    cfg: DictConfig,
+    llm: LLM | None,
+    task: Task,
+    group: str,
+    name: str,
+    data: tuple[pl.DataFrame, pl.DataFrame] | None = None,
+    key: str | None = None,
+) -> tuple[Rubric, str]:
+    """Compile (or, without an LLM, import the released) rubric in a child run of its own.
+
+    `data` = (synthetic set, real sample) and `key` = its `rubric_key` when the caller has
+    them already. Returns the rubric and the id of its run (stage `rubric`).
+    """
+    seed = int(cfg.seed)
+    synth, real = data or (task.load_candidate(group, name), task.real_sample(group, seed))
+    key = key or rubric_key(cfg, group, name)
+    tags = {"stage": "rubric", "rubric_key": key, "llm": str(cfg.llm.name)}
+    with job.child(name, group, tags=tags) as run:
+        log_inputs(task, group, name, synth, real, seed)
+        if llm is None:
+            rubric = Rubric.from_json(task.released_rubric(group, name, seed))
+            mlflow.set_tag(f"{TAG}rubric_source", "released")
+        else:
+            before = llm.metrics()
+            rubric = compile_rubric(
+                llm,
+                cfg.prompts,
+                synth["text"].to_list(),
+                real["text"].to_list(),
+                n_points=int(cfg.rubric.n_points),
+                n_samples=int(cfg.rubric.n_samples),
+                seed=seed,
+                max_attempts=int(cfg.rubric.max_attempts),
+                max_tokens=int(cfg.rubric.max_tokens),
+                temperature=float(cfg.rubric.temperature),
+                progress=bool(cfg.progress),
+            )
+            log_llm_usage(llm, before)
+        mlflow.log_text(rubric.to_json(), "rubric.json")
+        mlflow.log_metrics({f"n_{k}": len(getattr(rubric, k)) for k in RUBRIC_FIELDS})
+        return rubric, run.info.run_id
+
+
+def rubric_for(
+    job: StageRun,
+    cfg: DictConfig,
+    llm: LLM | None,
+    task: Task,
+    group: str,
+    name: str,
+    data: tuple[pl.DataFrame, pl.DataFrame],
+) -> tuple[Rubric, str]:
+    """The rubric of a candidate set: reused from a FINISHED rubric run, else compiled."""
+    key = rubric_key(cfg, group, name)
+    return find_rubric_run(job, key) or compile_rubric_run(
+        job, cfg, llm, task, group, name, data, key
+    )
+
+
+def run_llm_stage(cfg: DictConfig, stage: str, per_set: PerSet) -> None:
+    """Lifecycle of `rubric` and `lens`: skip, resume, one backend for every candidate set.
+
+    The LLM config and the prompts are checked before any run starts; with `llm=replay`
+    no model is built (`per_set` gets None and reads released material).
+    """
+    task = load_task(cfg)
+    replay = llm_kind(cfg.llm) == ReplayLLM.kind
+    if not replay:
+        Prompts.from_config(cfg.prompts)
+    job = StageRun(cfg, stage, task.name, tags={"llm": str(cfg.llm.name)})
+    if job.finished_run() is not None:
+        log.info("%s %s seed=%s already FINISHED: skipped", stage, task.name, cfg.seed)
+        return
+    with job, contextlib.ExitStack() as stack:
+        llm = None if replay else stack.enter_context(build_llm(cfg.llm, Path(cfg.paths.cache_dir)))
+        for group, name in job.pending(task.pairs(), f"{stage} {task.name} seed={cfg.seed}"):
+            per_set(job, cfg, llm, task, group, name)
+        if llm is not None:
+            log_llm_usage(llm)
+
+
+def _rubric_one(
+    job: StageRun, cfg: DictConfig, llm: LLM | None, task: Task, group: str, name: str
+) -> None:
+    compile_rubric_run(job, cfg, llm, task, group, name)
+
+
+def run_rubric(cfg: DictConfig) -> None:
+    """Compile (or, with llm=replay, import the released) rubric of every candidate set."""
+    run_llm_stage(cfg, "rubric", _rubric_one)
