@@ -18,4 +18,4 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __all__ = ["SynqueError"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,6 +1,6 @@
 """The `generate` stage for image tasks: one labeled image set per strategy.
 
-The writer is a component (`generate._target_`, a function
+The writer is a component (`generate.writer._target_`, a function
 `(root, *, seed, n, strategies={name: options}) -> {name: folder}` that writes each set into
 `root/synthetic/<name>/` atomically and keeps a record of how it made it, so a finished set
 is never rewritten and a changed recipe is an error rather than a silent overwrite).
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 def run_generate_images(cfg: DictConfig) -> None:
     """Write every strategy's image set into the task folder and log it."""
     gcfg = cfg.generate
-    writer = resolve_target(gcfg, "generate")
+    writer = resolve_target(gcfg.writer, "generate.writer")
     strategies = to_container(gcfg.strategies)
     limit = OmegaConf.select(cfg, "generate.max_strategies", default=None)
     strategies = dict(list(strategies.items())[: limit or None])
@@ -35,7 +35,7 @@ def run_generate_images(cfg: DictConfig) -> None:
     if (prepare := gcfg.get("prepare")) is not None:
         build(prepare, "generate.prepare", root=root)
     name = OmegaConf.select(cfg, "task.name", default=None) or root.name
-    job = StageRun(cfg, "generate", name, tags={"generator": str(gcfg._target_)})
+    job = StageRun(cfg, "generate", name, tags={"generator": str(gcfg.writer._target_)})
     if job.finished_run() is not None:
         log.info("generate %s: already FINISHED, skipped", name)
         return

@@ -1,8 +1,10 @@
-"""The `pipeline` stage: several stages in one command (the quickstart).
+"""The `pipeline` stage: several stages in one command (the quickstart, the digits study).
 
 Each step runs an ordinary stage with `stage` replaced by that stage's config (plus the
-step's overrides), so every step logs, caches and skips exactly as when run on its own: a
-warm rerun skips every FINISHED config hash.
+step's `overrides` of stage keys), so every step logs, caches and skips exactly as when run
+on its own: a warm rerun skips every FINISHED config hash. A step may also run once per seed
+(`seeds: [1, 2, 3]`) and swap config groups (`use: [embedder=efficientnet_lite0]`, composed
+by Hydra exactly as on the command line).
 """
 
 from __future__ import annotations
@@ -22,7 +24,36 @@ from synque.tracking import resolve_tracking_uri
 log = logging.getLogger(__name__)
 
 
-def step_config(cfg: DictConfig, stage: str, overrides: DictConfig | None) -> DictConfig:
+def _job_overrides() -> list[str]:
+    """The command line's overrides of this job (empty outside a Hydra app)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def swapped_groups(uses: list[str]) -> dict[str, DictConfig]:
+    """`group=option` overrides composed by Hydra; returns the new group nodes only."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    overrides = [*_job_overrides(), *uses]
+    if GlobalHydra.instance().is_initialized():
+        composed = compose(config_name="config", overrides=overrides)
+    else:
+        configs = str(project_root() / "configs")
+        with initialize_config_dir(config_dir=configs, version_base="1.3"):
+            composed = compose(config_name="config", overrides=overrides)
+    names = [use.split("=", 1)[0].lstrip("+~") for use in uses]
+    return {name: composed[name] for name in names}
+
+
+def step_config(
+    cfg: DictConfig,
+    stage: str,
+    overrides: DictConfig | None,
+    seed: int | None = None,
+    groups: dict[str, DictConfig] | None = None,
+) -> DictConfig:
     """A copy of `cfg` whose `stage` is configs/stage/<stage>.yaml merged with overrides."""
     path = project_root() / "configs" / "stage" / f"{stage}.yaml"
     if not path.is_file():
@@ -31,6 +62,10 @@ def step_config(cfg: DictConfig, stage: str, overrides: DictConfig | None) -> Di
     step = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     with open_dict(step):
         step.stage = OmegaConf.merge(OmegaConf.load(path), overrides or {})
+        for group, node in (groups or {}).items():
+            step[group] = node
+        if seed is not None:
+            step.seed = seed
     return step
 
 
@@ -47,14 +82,18 @@ def prepare(cfg: DictConfig) -> None:
 
 def run_pipeline(cfg: DictConfig) -> None:
     prepare(cfg)
-    timings = {}
+    timings: dict[str, float] = {}
     for step in cfg.stage.steps:
         name = str(step.stage)
-        step_cfg = step_config(cfg, name, step.get("overrides"))
+        uses = list(step.get("use") or [])
+        groups = swapped_groups(uses) if uses else None
+        label = name + (f" ({', '.join(uses)})" if uses else "")
         start = time.perf_counter()
-        log.info("pipeline step: %s", name)
-        hydra.utils.get_method(str(step_cfg.stage._target_))(step_cfg)
-        timings[name] = time.perf_counter() - start
+        for seed in step.get("seeds") or [None]:
+            step_cfg = step_config(cfg, name, step.get("overrides"), seed, groups)
+            log.info("pipeline step: %s seed=%s", label, step_cfg.seed)
+            hydra.utils.get_method(str(step_cfg.stage._target_))(step_cfg)
+        timings[label] = timings.get(label, 0.0) + time.perf_counter() - start
     print("\nStage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     uri = resolve_tracking_uri(cfg)
     print(f"Browse every run:  mlflow ui --backend-store-uri {uri}")
