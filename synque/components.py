@@ -71,6 +71,8 @@ def unknown_key_error(group: str, key: str, known: Iterable[str]) -> SynqueError
     """`group.key: unknown key; did you mean x?` (or the list of known keys)."""
     known = sorted(known)
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if not close:  # `lr_rate` for `lr`: a known key that is one `_` part of the typo
+        close = [k for k in known if k in key.split("_")][:1]
     hint = f"did you mean {close[0]}?" if close else f"known keys: {', '.join(known)}"
     return SynqueError(f"{group}.{key}: unknown key; {hint}")
 

@@ -28,7 +28,7 @@ def test_experiment_composes(make_cfg, name: str, debug: bool) -> None:
     cfg = make_cfg(*overrides)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert resolved["stage"]["_target_"].startswith("synque.")
-    assert resolved["task"]["kind"] in {"sentiment", "text2sql", "web", "image", "folder"}
+    assert resolved["task"]["kind"] in {"sentiment", "text2sql", "web", "image", "folder", "digits"}
     prefix = name.split("_")[0]
     expected_kind = "folder" if prefix == "quickstart" else prefix
     assert resolved["task"]["kind"] == expected_kind

@@ -49,7 +49,7 @@ class ImageNetTask(Task):
         paths = remap(table["image_path"].to_list(), SYNTHETIC_PREFIX, self.synthetic_root)
         return pl.Series("image", remap(paths, IMAGENET_PREFIX, self.imagenet_root), pl.String)
 
-    def embed_items(self, frame: pl.DataFrame, source: str | Path = "") -> list[str]:
+    def model_inputs(self, frame: pl.DataFrame, source: str | Path = "") -> list[str]:
         paths = frame["image"].to_list()
         for prefix, setting, root in (
             (SYNTHETIC_PREFIX, "task.synthetic_root", self.synthetic_root),
@@ -59,7 +59,7 @@ class ImageNetTask(Task):
             if root is None and unmapped and not Path(unmapped).is_file():
                 raise SynqueError(f"{setting}: not set; the images are listed as {unmapped}")
         try:
-            return super().embed_items(frame, source)
+            return super().model_inputs(frame, source)
         except SynqueError as exc:
             real_roots = [IMAGENET_PREFIX] + (
                 [str(Path(self.imagenet_root).expanduser())] if self.imagenet_root else []

@@ -13,12 +13,22 @@ from collections.abc import Iterable
 from io import BytesIO
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 from PIL import Image, UnidentifiedImageError
 
 from synque import SynqueError
 from synque.data.io import SUFFIXES, read_table
 
+RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "box": Image.Resampling.BOX,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+#: Background that transparent pixels are laid on: what a person looking at the file sees.
+BACKGROUND = (255, 255, 255)
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
@@ -79,11 +89,6 @@ def remap(paths: Iterable[str], prefix: str, root: str | None) -> list[str]:
     return [new + p[len(prefix) :] if p.startswith(prefix) else p for p in paths]
 
 
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file's bytes: the identity of an image example."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def _problem(path: str) -> str | None:
     try:
         data = Path(path).read_bytes()
@@ -121,16 +126,53 @@ class ImageChecker:
             raise SynqueError(f"{first}: {why} ({len(bad)} of {total} images of {source} are bad)")
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """An image as RGB (grey, palette and RGBA inputs converted; alpha dropped on white)."""
+def image_key(path: str | Path) -> str:
+    """sha256 of the file's bytes: the cache key of an image, independent of where it lies."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in ("RGBA", "LA", "P"):
-                rgba = image.convert("RGBA")
-                canvas = Image.new("RGB", rgba.size, (255, 255, 255))
-                canvas.paste(rgba, mask=rgba.split()[-1])
-                return canvas
-            return image.convert("RGB")
-    except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
-        raise SynqueError(f"{path}: not a readable image ({type(exc).__name__})") from None
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as exc:
+        raise SynqueError(f"image {path}: cannot read the file ({exc.strerror or exc})") from None
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit, 32-bit and float grey images scaled to 8 bits (Pillow would clip them at 255)."""
+    values = np.asarray(img, dtype=np.float64)
+    if img.mode == "F":
+        top = 1.0 if values.size and values.max() <= 1.0 else 255.0
+    else:  # I;16* and I: integer grey, 16-bit in every common format (PNG, TIFF)
+        top = 65535.0 if values.size and values.max() > 255 else 255.0
+    return Image.fromarray(np.clip(np.rint(values / top * 255.0), 0, 255).astype(np.uint8), "L")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow image as 8-bit RGB; transparency is laid over a white background.
+
+    Why composite instead of `convert("RGB")`: that would drop alpha and show whatever colour
+    the fully transparent pixels happen to store (often black), not what the image looks like.
+    """
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        img = _to_8bit(img)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """The image at `path` as 8-bit RGB; one-line `SynqueError` naming the file when unreadable."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return to_rgb(img)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SynqueError(f"image {path}: cannot be read as an image ({cause[:160]})") from None
+
+
+def resize_square(img: Image.Image, size: int, resample: str) -> np.ndarray:
+    """`img` stretched to size x size (no crop: nothing of the image is lost), uint8 HxWxC."""
+    if img.size != (size, size):
+        img = img.resize((size, size), RESAMPLE[resample])
+    return np.asarray(img, dtype=np.uint8)

@@ -191,7 +191,7 @@ class Task:
             frame = frame.with_columns(label=pl.Series(labels, dtype=pl.String))
         return frame
 
-    def embed_items(self, frame: pl.DataFrame, source: str | Path = "") -> list[str]:
+    def model_inputs(self, frame: pl.DataFrame, source: str | Path = "") -> list[str]:
         """What an embedder or judge receives per example: the text, or the checked image path."""
         if self.modality != "image":
             return frame["text"].to_list()
@@ -212,7 +212,7 @@ class Task:
             frames += [(n, self.load_candidate(group, n)) for n in self.candidates(group)]
             if images and self.modality == "image":
                 for source, frame in frames:
-                    self.embed_items(frame, source)
+                    self.model_inputs(frame, source)
 
     def load(self, path: Path, limit: int | None = None) -> pl.DataFrame:
         """The examples of one file (read once per task: `preflight` and the stage share it)."""

@@ -12,10 +12,8 @@ needs no model at all and is the baseline every learned embedder should beat.
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,70 +21,11 @@ import numpy as np
 from PIL import Image
 
 from synque import SynqueError
+from synque.data.images import RESAMPLE, image_key, read_image, resize_square
 from synque.embed.base import CachedEmbedder
+from synque.utils.torch_threads import torch_threads
 
-RESAMPLE = {
-    "nearest": Image.Resampling.NEAREST,
-    "box": Image.Resampling.BOX,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-}
 DTYPES = ("float32", "bfloat16")
-#: Background that transparent pixels are laid on: what a person looking at the file sees.
-BACKGROUND = (255, 255, 255)
-
-
-def image_key(path: str | Path) -> str:
-    """sha256 of the file's bytes: the cache key of an image, independent of where it lies."""
-    try:
-        with open(path, "rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
-    except OSError as exc:
-        raise SynqueError(f"image {path}: cannot read the file ({exc.strerror or exc})") from None
-
-
-def _to_8bit(img: Image.Image) -> Image.Image:
-    """16-bit, 32-bit and float grey images scaled to 8 bits (Pillow would clip them at 255)."""
-    values = np.asarray(img, dtype=np.float64)
-    if img.mode == "F":
-        top = 1.0 if values.size and values.max() <= 1.0 else 255.0
-    else:  # I;16* and I: integer grey, 16-bit in every common format (PNG, TIFF)
-        top = 65535.0 if values.size and values.max() > 255 else 255.0
-    return Image.fromarray(np.clip(np.rint(values / top * 255.0), 0, 255).astype(np.uint8), "L")
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Any Pillow image as 8-bit RGB; transparency is laid over a white background.
-
-    Why composite instead of `convert("RGB")`: that would drop alpha and show whatever colour
-    the fully transparent pixels happen to store (often black), not what the image looks like.
-    """
-    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
-        img = _to_8bit(img)
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (*BACKGROUND, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
-
-
-def read_image(path: str | Path) -> Image.Image:
-    """The image at `path` as 8-bit RGB; one-line `SynqueError` naming the file when unreadable."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return to_rgb(img)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SynqueError(f"image {path}: cannot be read as an image ({cause[:160]})") from None
-
-
-def resize_square(img: Image.Image, size: int, resample: str) -> np.ndarray:
-    """`img` stretched to size x size (no crop: nothing of the image is lost), uint8 HxWxC."""
-    if img.size != (size, size):
-        img = img.resize((size, size), RESAMPLE[resample])
-    return np.asarray(img, dtype=np.uint8)
 
 
 def check_choice(setting: str, value: str, choices: Sequence[str]) -> str:
@@ -155,22 +94,6 @@ def default_device(device: str | None) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run with `threads` torch CPU threads, then give the process its setting back."""
-    import torch
-
-    if not threads:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class TorchImageEmbedder(ImageEmbedder):

@@ -23,16 +23,16 @@ def run_embed(cfg: DictConfig) -> None:
         log.info("embed %s seed=%s already FINISHED: skipped", task.name, seed)
         return
     pairs = task.pairs()
-    task.preflight(seed, images=True)  # every file and image read before any run
     with job:
+        task.preflight(seed, images=True)  # every file and image read before any model loads
         embedder = open_embedder(cfg)
         for group in dict.fromkeys(g for g, _ in pairs):
             real = task.real_sample(group, seed)
-            real_emb = embedder.embed(task.embed_items(real), desc=f"real {group}")
+            real_emb = embedder.embed(task.model_inputs(real), desc=f"real {group}")
             mlflow.log_param(f"embedding_digest_real.{group}", matrix_digest(real_emb))
         for group, name in job.pending(pairs, f"embed {task.name} seed={seed}"):
             synth = task.load_candidate(group, name)
-            emb = embedder.embed(task.embed_items(synth), desc=name)
+            emb = embedder.embed(task.model_inputs(synth), desc=name)
             with job.child(name, group):
                 mlflow.log_params(
                     {

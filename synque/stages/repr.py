@@ -85,8 +85,8 @@ def run_repr(cfg: DictConfig) -> None:
         )
         return
     pairs = task.pairs()
-    task.preflight(seed, images=True)  # every file and image read before any run
     with job:
+        task.preflight(seed, images=True)  # every file and image read before any model loads
         embedder: Embedder = open_embedder(cfg)
         real_cache: dict[str, tuple[pl.DataFrame, np.ndarray]] = {}
         proxy_seconds = child_seconds = 0.0
@@ -94,11 +94,11 @@ def run_repr(cfg: DictConfig) -> None:
             if group not in real_cache:
                 real = task.real_sample(group, seed)
                 real_cache = {
-                    group: (real, embedder.embed(task.embed_items(real), desc=f"real {group}"))
+                    group: (real, embedder.embed(task.model_inputs(real), desc=f"real {group}"))
                 }
             real, real_emb = real_cache[group]
             synth = task.load_candidate(group, name)
-            synth_emb = embedder.embed(task.embed_items(synth), desc=name)
+            synth_emb = embedder.embed(task.model_inputs(synth), desc=name)
             child_start = time.perf_counter()
             with job.child(name, group):
                 log_inputs(task, group, name, synth, real, seed)

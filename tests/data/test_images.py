@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from synque import SynqueError
-from synque.data.images import file_digest, load_rgb
+from synque.data.images import image_key, read_image
 from synque.stages.common import load_task
 from tests.conftest import needs_data
 from tests.fakes.images import draw, make_image_folder, write_images
@@ -33,7 +33,7 @@ def test_grey_and_rgba_images_load_as_rgb(tmp_path: Path) -> None:
     for mode in ("L", "RGBA", "P"):
         path = tmp_path / f"x_{mode}.png"
         draw(1, 0, mode=mode).save(path)
-        assert load_rgb(path).mode == "RGB"
+        assert read_image(path).mode == "RGB"
 
 
 def test_moved_image_keeps_its_identity(tmp_path: Path) -> None:
@@ -42,9 +42,9 @@ def test_moved_image_keeps_its_identity(tmp_path: Path) -> None:
     b = tmp_path / "sub" / "b.png"
     b.parent.mkdir()
     b.write_bytes(a.read_bytes())
-    assert file_digest(a) == file_digest(b)
+    assert image_key(a) == image_key(b)
     draw(0, 4).save(b)
-    assert file_digest(a) != file_digest(b)
+    assert image_key(a) != image_key(b)
 
 
 def test_bad_images_stop_before_any_run_with_one_line(make_cfg, tmp_path: Path) -> None:
