@@ -120,7 +120,8 @@ def test_default_proxies_equal_the_formulas(make_cfg, tmp_path: Path) -> None:
     )
     task = load_task(cfg)
     emb = open_embedder(cfg)
-    synth = emb.embed(task.load_candidate("all", child.data.tags["synque.dataset"])["text"].to_list())
+    name = child.data.tags["synque.dataset"]
+    synth = emb.embed(task.load_candidate("all", name)["text"].to_list())
     real = emb.embed(task.real_sample("all", 44)["text"].to_list())
 
     x = np.vstack([synth, real])
