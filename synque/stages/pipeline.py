@@ -32,7 +32,7 @@ def _job_overrides() -> list[str]:
 
 
 def swapped_groups(uses: list[str]) -> dict[str, DictConfig]:
-    """`group=option` overrides composed by Hydra; returns the new group nodes only."""
+    """`group=option` (or `group.key=value`) overrides composed by Hydra; the new group nodes."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -43,7 +43,7 @@ def swapped_groups(uses: list[str]) -> dict[str, DictConfig]:
         configs = str(project_root() / "configs")
         with initialize_config_dir(config_dir=configs, version_base="1.3"):
             composed = compose(config_name="config", overrides=overrides)
-    names = [use.split("=", 1)[0].lstrip("+~") for use in uses]
+    names = dict.fromkeys(use.split("=", 1)[0].lstrip("+~").split(".")[0] for use in uses)
     return {name: composed[name] for name in names}
 
 
