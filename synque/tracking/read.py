@@ -1,14 +1,42 @@
-"""Reading runs back: the proxy values and task performance that correlate and select use."""
+"""Reading runs back: the proxy values and task performance that correlate and select use.
+
+MLflow hands back `Run` objects; this module turns them into polars tables, once, so that
+`synque.analysis` works on plain tables and never imports MLflow.
+"""
 
 from __future__ import annotations
 
-import pandas as pd
+import polars as pl
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from synque import SynqueError
 from synque.tracking.store import TAG, experiment_name
+
+#: Columns of `proxy_values` (before the derived `proxy` column); seeds stay tag strings.
+PROXY_SCHEMA = {
+    "metric": pl.String,
+    "variant": pl.String,
+    "higher_is_better": pl.Boolean,
+    "stage": pl.String,
+    "group": pl.String,
+    "dataset": pl.String,
+    "seed": pl.String,
+    "value": pl.Float64,
+    "run_id": pl.String,
+    "start_time": pl.Int64,
+}
+
+#: Columns of `performance_values`.
+PERFORMANCE_SCHEMA = {
+    "source": pl.String,
+    "group": pl.String,
+    "dataset": pl.String,
+    "seed": pl.String,
+    "value": pl.Float64,
+    "start_time": pl.Int64,
+}
 
 
 def search_stage_runs(
@@ -35,19 +63,20 @@ def search_stage_runs(
     return runs
 
 
-def _newest(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Keep the newest run per key (a forced re-run supersedes the older one)."""
-    if frame.empty:
-        return frame
-    return frame.sort_values("start_time").drop_duplicates(keys, keep="last").reset_index(drop=True)
+def newest_per_key(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Keep the newest run per key: a forced re-run supersedes the older one."""
+    return frame.sort("start_time", maintain_order=True).unique(
+        subset=keys, keep="last", maintain_order=True
+    )
 
 
-def proxy_values(client: MlflowClient, task: str, stages: list[str]) -> pd.DataFrame:
+def proxy_values(client: MlflowClient, task: str, stages: list[str]) -> pl.DataFrame:
     """Long table of proxy values read back from MLflow.
 
     Columns: proxy (metric, or `metric@variant` when several variants were logged), metric,
     variant, higher_is_better, stage, group, dataset, seed, value, run_id, start_time.
-    A run says which of its metrics are proxies with its `synque.proxy` tag.
+    A run says which of its metrics are proxies with its `synque.proxy` tag, so timing
+    metrics and LLM statistics never become proxies.
     """
     rows = []
     for run in search_stage_runs(client, task, stages):
@@ -55,52 +84,52 @@ def proxy_values(client: MlflowClient, task: str, stages: list[str]) -> pd.DataF
         for metric in filter(None, tags.get(f"{TAG}proxy", "").split(",")):
             if metric not in metrics:
                 continue
-            hib = tags.get(f"{TAG}higher_is_better.{metric}", "True") == "True"
             rows.append(
                 {
                     "metric": metric,
                     "variant": tags.get(f"{TAG}variant.{metric}", "default"),
-                    "higher_is_better": hib,
+                    "higher_is_better": tags.get(f"{TAG}higher_is_better.{metric}", "True")
+                    == "True",
                     "stage": tags[f"{TAG}stage"],
                     "group": tags[f"{TAG}group"],
                     "dataset": tags[f"{TAG}dataset"],
                     "seed": tags[f"{TAG}seed"],
-                    "value": metrics[metric],
+                    "value": float(metrics[metric]),
                     "run_id": run.info.run_id,
                     "start_time": run.info.start_time,
                 }
             )
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    frame = _newest(frame, ["metric", "variant", "group", "dataset", "seed"])
-    n_variants = frame.groupby("metric")["variant"].nunique()
-    frame["proxy"] = [
-        m if n_variants[m] == 1 else f"{m}@{v}"
-        for m, v in zip(frame.metric, frame.variant, strict=True)
-    ]
-    return frame
+    frame = newest_per_key(
+        pl.DataFrame(rows, schema=PROXY_SCHEMA), ["metric", "variant", "group", "dataset", "seed"]
+    )
+    several = pl.col("variant").n_unique().over("metric") > 1
+    proxy = (
+        pl.when(several)
+        .then(pl.concat_str("metric", pl.lit("@"), "variant"))
+        .otherwise(pl.col("metric"))
+    )
+    return frame.select(proxy.alias("proxy"), pl.all())
 
 
 def logged_proxies(
     client: MlflowClient, task: str, stage_cfg: DictConfig, reader: str
-) -> pd.DataFrame:
+) -> pl.DataFrame:
     """Proxy values a reader stage (correlate, select) works on: its stages, its seeds."""
     proxies = proxy_values(client, task, list(stage_cfg.proxy_stages))
-    if proxies.empty:
+    if proxies.is_empty():
         raise SynqueError(
             f"{reader}: no proxy runs logged for task {task} in {client.tracking_uri} "
             f"(run e.g. {task}_repr first)"
         )
     seeds = stage_cfg.get("seeds")
     if seeds:
-        proxies = proxies[proxies.seed.isin([str(s) for s in seeds])]
-        if proxies.empty:
+        proxies = proxies.filter(pl.col("seed").is_in([str(s) for s in seeds]))
+        if proxies.is_empty():
             raise SynqueError(f"{reader}: no proxy runs for seeds {list(seeds)}")
     return proxies
 
 
-def performance_values(client: MlflowClient, task: str) -> pd.DataFrame:
+def performance_values(client: MlflowClient, task: str) -> pl.DataFrame:
     """Task performance of each candidate set: columns source, group, dataset, seed, value."""
     rows = []
     for run in search_stage_runs(client, task, ["train"]):
@@ -113,9 +142,9 @@ def performance_values(client: MlflowClient, task: str) -> pd.DataFrame:
                 "group": tags[f"{TAG}group"],
                 "dataset": tags[f"{TAG}dataset"],
                 "seed": tags[f"{TAG}seed"],
-                "value": run.data.metrics["task_performance"],
+                "value": float(run.data.metrics["task_performance"]),
                 "start_time": run.info.start_time,
             }
         )
-    frame = pd.DataFrame(rows)
-    return _newest(frame, ["source", "group", "dataset", "seed"]) if not frame.empty else frame
+    frame = pl.DataFrame(rows, schema=PERFORMANCE_SCHEMA)
+    return newest_per_key(frame, ["source", "group", "dataset", "seed"])
