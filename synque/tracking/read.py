@@ -18,6 +18,7 @@ from synque.tracking.store import TAG, experiment_name
 PROXY_SCHEMA = {
     "metric": pl.String,
     "variant": pl.String,
+    "embedder": pl.String,
     "higher_is_better": pl.Boolean,
     "stage": pl.String,
     "group": pl.String,
@@ -73,8 +74,10 @@ def newest_per_key(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
 def proxy_values(client: MlflowClient, task: str, stages: list[str]) -> pl.DataFrame:
     """Long table of proxy values read back from MLflow.
 
-    Columns: proxy (metric, or `metric@variant` when several variants were logged), metric,
-    variant, higher_is_better, stage, group, dataset, seed, value, run_id, start_time.
+    Columns: proxy, metric, variant, embedder, higher_is_better, stage, group, dataset, seed,
+    value, run_id, start_time. `proxy` is the metric name, followed by `@variant` when one
+    metric was logged with several variants and by `@embedder` when it was logged on several
+    embedders (the digits study scores raw pixels and EfficientNet features alike).
     A run says which of its metrics are proxies with its `synque.proxy` tag, so timing
     metrics and LLM statistics never become proxies.
     """
@@ -88,6 +91,7 @@ def proxy_values(client: MlflowClient, task: str, stages: list[str]) -> pl.DataF
                 {
                     "metric": metric,
                     "variant": tags.get(f"{TAG}variant.{metric}", "default"),
+                    "embedder": tags.get(f"{TAG}embedder", ""),
                     "higher_is_better": tags.get(f"{TAG}higher_is_better.{metric}", "True")
                     == "True",
                     "stage": tags[f"{TAG}stage"],
@@ -100,14 +104,13 @@ def proxy_values(client: MlflowClient, task: str, stages: list[str]) -> pl.DataF
                 }
             )
     frame = newest_per_key(
-        pl.DataFrame(rows, schema=PROXY_SCHEMA), ["metric", "variant", "group", "dataset", "seed"]
+        pl.DataFrame(rows, schema=PROXY_SCHEMA),
+        ["metric", "variant", "embedder", "group", "dataset", "seed"],
     )
-    several = pl.col("variant").n_unique().over("metric") > 1
-    proxy = (
-        pl.when(several)
-        .then(pl.concat_str("metric", pl.lit("@"), "variant"))
-        .otherwise(pl.col("metric"))
-    )
+    proxy = pl.col("metric")
+    for column in ("variant", "embedder"):
+        several = pl.col(column).n_unique().over("metric") > 1
+        proxy = pl.when(several).then(pl.concat_str(proxy, pl.lit("@"), column)).otherwise(proxy)
     return frame.select(proxy.alias("proxy"), pl.all())
 
 

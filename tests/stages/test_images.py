@@ -103,7 +103,10 @@ def test_digits_study_runs_offline_and_reruns_warm(cli, tracking_uri: str) -> No
     }
     assert embedders == {"pixels", "efficientnet-lite0"}
     correlate = [r for r in logged if r.data.tags["synque.stage"] == "correlate"]
-    assert {"spearman.fid", "spearman.kid", "spearman.coverage"} <= set(correlate[0].data.metrics)
+    # one proxy on two embedders reads back as proxy@embedder
+    embedders = ("pixels", "efficientnet-lite0")
+    expected = {f"spearman.{p}.{e}" for p in ("fid", "kid") for e in embedders}
+    assert expected <= set(correlate[0].data.metrics)
     second = cli("+experiment=digits", "debug=digits")
     assert second.returncode == 0
     again = runs(tracking_uri, "synque-digits")

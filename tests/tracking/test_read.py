@@ -51,6 +51,10 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> MlflowClient:
     for variant in ("debiased", "raw"):
         tags = {"synque.proxy": "lens", "synque.variant.lens": variant}
         child("lens", "a", "1", {"lens": 0.5 if variant == "raw" else 0.6}, tags)
+    # fid on two embedders (same variant): names become fid@<embedder>, neither supersedes
+    for embedder, value in (("pixels", 3.0), ("efficientnet-lite0", 40.0)):
+        tags = {"synque.proxy": "fid", "synque.embedder": embedder}
+        child("repr", "a", "3", {"fid": value}, tags)
     # performance: recorded once, trained on two seeds, then trained again for seed 1
     child(
         "train", "a", "none", {"task_performance": 0.8}, {"synque.performance_source": "recorded"}
@@ -65,6 +69,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> MlflowClient:
 def test_proxy_values_are_tagged_metrics_of_the_newest_runs(client: MlflowClient) -> None:
     frame = proxy_values(client, "toy", ["repr"])
     assert frame.columns[0] == "proxy" and frame.schema["seed"] == pl.String
+    frame = frame.filter(pl.col("metric") != "fid")
     assert set(frame["proxy"]) == {"pad", "mmd"}  # seconds.pad is not a proxy
     assert frame.height == 2 * 2 * 2
     rows = frame.sort("proxy", "dataset", "seed").rows_by_key(
@@ -81,6 +86,12 @@ def test_several_variants_get_their_own_proxy_name(client: MlflowClient) -> None
     assert frame["proxy"].to_list() == ["lens@debiased", "lens@raw"]
     assert frame["value"].to_list() == [0.6, 0.5]
     assert frame["metric"].to_list() == ["lens", "lens"]
+
+
+def test_one_proxy_on_several_embedders_gets_a_name_per_embedder(client: MlflowClient) -> None:
+    frame = proxy_values(client, "toy", ["repr"]).filter(pl.col("metric") == "fid").sort("proxy")
+    assert frame["proxy"].to_list() == ["fid@efficientnet-lite0", "fid@pixels"]
+    assert frame["value"].to_list() == [40.0, 3.0]
 
 
 def test_logged_proxies_filters_seeds_and_says_what_is_missing(client: MlflowClient) -> None:
