@@ -18,9 +18,15 @@ import hashlib
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics.pairwise import euclidean_distances
 
 from synque.proxies.registry import register
+
+
+def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distances (scikit-learn's, imported here: importing it costs most of a second)."""
+    from sklearn.metrics.pairwise import euclidean_distances
+
+    return euclidean_distances(a, b)
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,7 @@ def _kth_neighbour_radii(x: np.ndarray, nearest_k: int, block_size: int) -> np.n
     """Distance of each point to its nearest_k-th neighbour in x (itself excluded)."""
     radii = np.empty(len(x))
     for start in range(0, len(x), block_size):
-        dist = euclidean_distances(x[start : start + block_size], x)
+        dist = _distances(x[start : start + block_size], x)
         # column 0 of the sorted row is the point itself (distance 0), so index k is the k-th
         radii[start : start + block_size] = np.partition(dist, nearest_k, axis=1)[:, nearest_k]
     return radii
@@ -82,7 +88,7 @@ def compute_manifolds(
     recalled = np.zeros(len(true), dtype=bool)  # real point lies in a synthetic ball
     for start in range(0, len(fake), block_size):
         stop = start + block_size
-        dist = euclidean_distances(fake[start:stop], true)  # [block, n_real]
+        dist = _distances(fake[start:stop], true)  # [block, n_real]
         inside = dist < real_radii[None, :]
         precise += int(inside.any(axis=1).sum())
         balls_holding += int(inside.sum())
