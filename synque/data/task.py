@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-class Task:
+class Task(ABC):
     """A SynQuE task. Subclasses say where the files are; this class reads them.
 
     Subclasses implement `_all_groups`, `_candidate_files(group)` and `_real_pool_file(group)`,
@@ -99,11 +100,11 @@ class Task:
     def _all_groups(self) -> list[str]:
         return [NO_GROUP]
 
-    def _candidate_files(self, group: str) -> dict[str, Path]:
-        raise NotImplementedError
+    @abstractmethod
+    def _candidate_files(self, group: str) -> dict[str, Path]: ...
 
-    def _real_pool_file(self, group: str) -> Path:
-        raise NotImplementedError
+    @abstractmethod
+    def _real_pool_file(self, group: str) -> Path: ...
 
     def _released_sample_file(self, group: str, seed: int) -> Path | None:
         return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -65,7 +66,7 @@ def matrix_digest(matrix: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(matrix).tobytes()).hexdigest()[:16]
 
 
-class CachedEmbedder:
+class CachedEmbedder(ABC):
     """Base of every embedder: cache lookups, chunked computing, stats and a progress bar.
 
     Subclasses set `self.id` and implement `item_key(item)` (a content hash) and
@@ -87,11 +88,11 @@ class CachedEmbedder:
             "embed_seconds": 0.0,
         }
 
-    def item_key(self, item: Any) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def item_key(self, item: Any) -> str: ...
 
-    def compute(self, items: list[Any]) -> np.ndarray:
-        raise NotImplementedError
+    @abstractmethod
+    def compute(self, items: list[Any]) -> np.ndarray: ...
 
     def embed(self, items: Sequence[Any], desc: str = "embedding") -> np.ndarray:
         """Embeddings of `items` in order; only items this embedder never saw are computed."""

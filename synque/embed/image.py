@@ -13,6 +13,7 @@ needs no model at all and is the baseline every learned embedder should beat.
 from __future__ import annotations
 
 import re
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -128,14 +129,17 @@ class TorchImageEmbedder(ImageEmbedder):
     def device(self) -> str:
         return default_device(self.device_setting)
 
+    @abstractmethod
     def load(self) -> Any:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def prepare(self, images: list[Image.Image]) -> Any:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def forward(self, x: Any) -> Any:
-        raise NotImplementedError
+        ...
 
     def model(self) -> Any:
         if self._model is None:
