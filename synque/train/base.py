@@ -221,3 +221,11 @@ def require(ok: bool, key: str, value: Any, rule: str) -> None:
     """A bad `train.<key>` setting, in one line: `train.lr=-1: must be > 0`."""
     if not ok:
         raise SynqueError(f"train.{key}={value!r}: {rule}")
+
+
+def check_fit_options(lr: float, max_epochs: int, patience: int, val_fraction: float) -> None:
+    """The options every early-stopped fit shares, checked alike for every trainer."""
+    require(lr > 0, "lr", lr, "must be > 0")
+    require(max_epochs >= 1, "max_epochs", max_epochs, "must be >= 1")
+    require(patience >= 0, "patience", patience, "must be >= 0")
+    require(0.0 <= val_fraction < 1.0, "val_fraction", val_fraction, "must be in [0, 1)")

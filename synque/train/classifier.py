@@ -34,6 +34,7 @@ from synque.train.base import (
     MetricsCallback,
     SupervisedTrainer,
     TrainResult,
+    check_fit_options,
     holdout_split,
     require,
     validation_split,
@@ -87,10 +88,7 @@ class TextClassifier(SupervisedTrainer):
         require(mode in MODES, "mode", mode, f"unknown (have: {', '.join(MODES)})")
         require(max_length >= 2, "max_length", max_length, "must be >= 2")
         require(batch_size >= 1, "batch_size", batch_size, "must be >= 1")
-        require(lr > 0, "lr", lr, "must be > 0")
-        require(max_epochs >= 1, "max_epochs", max_epochs, "must be >= 1")
-        require(patience >= 0, "patience", patience, "must be >= 0")
-        require(0.0 <= val_fraction < 1.0, "val_fraction", val_fraction, "must be in [0, 1)")
+        check_fit_options(lr, max_epochs, patience, val_fraction)
         require(0.0 <= warmup_ratio < 1.0, "warmup_ratio", warmup_ratio, "must be in [0, 1)")
         require(
             lr_schedule in LR_SCHEDULES,

@@ -224,9 +224,7 @@ def _to_device(inputs: Any, device: torch.device) -> Any:
 
 
 @torch.no_grad()
-def predict_logits(
-    module: torch.nn.Module, loader: DataLoader, device: torch.device
-) -> Tensor:
+def predict_logits(module: torch.nn.Module, loader: DataLoader, device: torch.device) -> Tensor:
     """Logits (float32, on the CPU) for a loader of (inputs, label) batches, on `device`.
 
     Lightning moves the module off the device after a fit; it goes back there for this and

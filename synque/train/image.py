@@ -35,6 +35,7 @@ from synque.train.base import (
     MetricsCallback,
     SupervisedTrainer,
     TrainResult,
+    check_fit_options,
     require,
     validation_split,
 )
@@ -181,13 +182,10 @@ class ImageClassifier(SupervisedTrainer):
         require(arch in ARCHS, "arch", arch, f"unknown (have: {', '.join(ARCHS)})")
         require(image_size >= 8, "image_size", image_size, "must be >= 8 pixels")
         require(batch_size >= 2, "batch_size", batch_size, "must be >= 2 (batch norm)")
-        require(lr > 0, "lr", lr, "must be > 0")
-        require(max_epochs >= 1, "max_epochs", max_epochs, "must be >= 1")
         require(
             0 <= min_epochs <= max_epochs, "min_epochs", min_epochs, "must be in [0, max_epochs]"
         )
-        require(patience >= 0, "patience", patience, "must be >= 0")
-        require(0.0 <= val_fraction < 1.0, "val_fraction", val_fraction, "must be in [0, 1)")
+        check_fit_options(lr, max_epochs, patience, val_fraction)
         require(threads >= 1, "threads", threads, "must be >= 1")
         self.arch = arch
         self.image_size = int(image_size)
