@@ -81,11 +81,6 @@ def read_table(path: Path) -> pl.DataFrame:
     raise SynqueError(f"{path}: unsupported file type (use {', '.join(SUFFIXES)})")
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """Rows of a data file as dicts (see `read_table`)."""
-    return read_table(path).to_dicts()
-
-
 def read_csv(path: Path, columns: Iterable[str]) -> pl.DataFrame:
     """A non-empty CSV holding at least `columns`."""
     frame = read_table(path)

@@ -230,7 +230,7 @@ class Task(ABC):
 
     def released_sample_size(self, group: str) -> int | None:
         ref = self._released_sample_file(group, RELEASED_SEEDS[0])
-        return self.read_file(ref).height if ref and ref.is_file() else None
+        return self.load(ref).height if ref and ref.is_file() else None
 
     def real_sample(self, group: str, seed: int) -> pl.DataFrame:
         """The released sample for seeds 42..46, else a fresh draw of the same size."""
