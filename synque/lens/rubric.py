@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from synque import SynqueError
-from synque.lens.prompts import Prompts, clip, numbered
+from synque.lens.prompts import Piece, Prompts, as_content, fill_pieces, numbered_pieces, shown
 from synque.llm import LLM, ChatRequest, Message
 
 RUBRIC_FIELDS = ("sims", "diffs_synth_from_real", "diffs_real_from_synth")
@@ -215,7 +215,7 @@ def points_schema(n_points: int) -> dict[str, Any]:
     }
 
 
-def _sample(texts: Sequence[str], n: int, rng: random.Random) -> list[str]:
+def _sample(texts: Sequence[Piece], n: int, rng: random.Random) -> list[Piece]:
     texts = list(texts)
     return texts if n <= 0 or len(texts) <= n else rng.sample(texts, n)
 
@@ -223,8 +223,8 @@ def _sample(texts: Sequence[str], n: int, rng: random.Random) -> list[str]:
 def compile_rubric(
     llm: LLM,
     prompts: Prompts | Mapping[str, Any],
-    synth_texts: Sequence[str],
-    real_texts: Sequence[str],
+    synth_texts: Sequence[Piece],
+    real_texts: Sequence[Piece],
     *,
     n_points: int = 10,
     n_samples: int = 50,
@@ -237,6 +237,7 @@ def compile_rubric(
     """Ask `llm` for the three point lists comparing S (synthetic) with R (real).
 
     `n_samples` examples of each set are drawn with `random.Random(seed)` (all when fewer);
+    examples are texts or image parts (an image is shown after its number in the list);
     the three questions share one intro with the samples (prefix caching) and are sent as
     one batch. A reply that does not parse is answered with the retry reminder, up to
     `max_attempts` replies in all (the last one parsed leniently). Lists longer than
@@ -247,18 +248,21 @@ def compile_rubric(
     if not synth_texts or not real_texts:
         raise RubricError("compile_rubric needs at least one synthetic and one real example")
     rng = random.Random(seed)
-    synth = [clip(t, p.max_example_chars) for t in _sample(synth_texts, n_samples, rng)]
-    real = [clip(t, p.max_example_chars) for t in _sample(real_texts, n_samples, rng)]
+    synth = [shown(t, p.max_example_chars) for t in _sample(synth_texts, n_samples, rng)]
+    real = [shown(t, p.max_example_chars) for t in _sample(real_texts, n_samples, rng)]
     fill = {
         "data_description": p.data_description,
         "example_name": p.example_name,
         "n_points": n_points,
         "n_synth": len(synth),
         "n_real": len(real),
-        "synth_examples": numbered(synth),
-        "real_examples": numbered(real),
     }
-    intro = p.rubric_intro.format(**fill)
+    intro = fill_pieces(
+        p.rubric_intro,
+        fill,
+        synth_examples=numbered_pieces(synth),
+        real_examples=numbered_pieces(real),
+    )
     asks = {
         "sims": p.rubric_sims,
         "diffs_synth_from_real": p.rubric_diffs_synth_from_real,
@@ -267,7 +271,7 @@ def compile_rubric(
     pending: dict[str, list[Message]] = {
         name: [
             {"role": "system", "content": p.rubric_system.format(**fill)},
-            {"role": "user", "content": intro + "\n\n" + ask.format(**fill)},
+            {"role": "user", "content": as_content([*intro, "\n\n", ask.format(**fill)])},
         ]
         for name, ask in asks.items()
     }

@@ -6,8 +6,9 @@ or on recorded outputs (`replay`); and a judging job of many thousand calls that
 must resume without paying for a single finished call twice.
 
 Layout: `base` (the `LLM` base class and request/reply types), `cache` (the response
-cache and its keys), `choices` (reading an answer choice), one module per backend
-(`local`, `openai_compat`, `vllm_engine`, `replay`) and `build` (`build_llm`).
+cache and its keys), `images` (image parts in messages), `choices` (reading an answer
+choice), one module per backend (`local`, `local_vlm`, `openai_compat`, `vllm_engine`,
+`replay`) and `build` (`build_llm`).
 
 Public API::
 
@@ -30,11 +31,13 @@ from synque.llm.build import (
     backends,
     build_llm,
     check_llm,
+    check_llm_inputs,
     common_keys,
     llm_kind,
 )
 from synque.llm.cache import CACHE_FILE, ResponseCache, iter_cache_rows, lookup_key, request_key
 from synque.llm.choices import choice_probs_from_logprobs, choice_schema, match_choice
+from synque.llm.images import has_images, image_part, key_view
 from synque.llm.local import LocalLLM, smollm2_gguf
 from synque.llm.openai_compat import OpenAILLM
 from synque.llm.replay import MissingRecordingError, ReplayLLM
@@ -62,10 +65,14 @@ __all__ = [
     "backends",
     "build_llm",
     "check_llm",
+    "check_llm_inputs",
     "choice_probs_from_logprobs",
     "choice_schema",
     "iter_cache_rows",
     "llm_kind",
+    "has_images",
+    "image_part",
+    "key_view",
     "lookup_key",
     "match_choice",
     "request_key",

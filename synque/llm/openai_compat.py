@@ -2,8 +2,9 @@
 
 Why async: judging is thousands of short independent calls; a bounded number in flight
 (`max_concurrency`) saturates a server without tripping its rate limits. Timeouts, 429 and
-5xx are retried with exponential backoff and jitter (`Retry-After` honoured). Messages are
-sent as given, so list content (text and image parts) reaches a vision-language server.
+5xx are retried with exponential backoff and jitter (`Retry-After` honoured). Image parts
+are sent as OpenAI `image_url` parts holding base64 PNG data URLs (the image fitted to its
+`max_size` first), which `vllm serve`, `transformers serve` and hosted VLMs all accept.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import logging
 import os
 import random
@@ -21,6 +23,7 @@ from synque import SynqueError
 from synque.llm.base import LLM, ChatRequest, Completion, Message, OnComplete, OnScore
 from synque.llm.cache import ResponseCache
 from synque.llm.choices import choice_probs_from_logprobs, choice_schema, match_choice, one_hot
+from synque.llm.images import openai_messages
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,7 @@ class OpenAILLM(LLM):
     """
 
     kind = "openai"
+    sees_images = True  # whether the served model does is the server's answer
 
     def __init__(
         self,
@@ -113,7 +117,7 @@ class OpenAILLM(LLM):
     def _kwargs(self, req: ChatRequest, structured: bool = True) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "model": self.model,
-            "messages": req.messages,
+            "messages": openai_messages(req.messages),
             "temperature": req.temperature,
             "max_tokens": req.max_tokens,
         }
@@ -167,7 +171,10 @@ class OpenAILLM(LLM):
         )
         if retry_5xx:
             retryable += (openai.InternalServerError,)
+        size = len(json.dumps(kwargs, ensure_ascii=False, default=str).encode("utf-8"))
         for attempt in range(self.max_retries + 1):
+            with self._lock:
+                self.stats.request_bytes += size
             try:
                 return await client.chat.completions.create(**kwargs)
             except retryable as err:
@@ -246,12 +253,7 @@ class OpenAILLM(LLM):
         def job(j: int, messages: list[Message]) -> Job:
             async def call(client: Any) -> None:
                 req = ChatRequest(messages, temperature=0.0, max_tokens=max_tokens, choices=choices)
-                more = (
-                    {"logprobs": True, "top_logprobs": self.top_logprobs}
-                    if self._logprobs_ok
-                    else {}
-                )
-                response = await self._create_structured(client, req, **more)
+                response = await self._score_call(client, req)
                 prompt, completion = _usage(response)
                 with self._lock:
                     self.stats.prompt_tokens += prompt
@@ -261,6 +263,34 @@ class OpenAILLM(LLM):
             return call
 
         self._run([job(j, m) for j, m in enumerate(items)])
+
+    async def _score_call(self, client: Any, req: ChatRequest) -> Any:
+        """A choice-scoring call asking for logprobs; without them once a server refuses them.
+
+        Why: some servers (`transformers serve`) reject the `logprobs` field with a 4xx. With
+        `choice_scoring=auto` that turns logprobs off for the session and the request is
+        sent again as constrained generation, scored one-hot.
+        """
+        import openai
+
+        if not self._logprobs_ok:
+            return await self._create_structured(client, req)
+        more = {"logprobs": True, "top_logprobs": self.top_logprobs}
+        structured = (self._structured_ok, self._structured_verified)
+        try:
+            return await self._create_structured(client, req, **more)
+        except (openai.BadRequestError, openai.UnprocessableEntityError):
+            if self.choice_scoring != "auto":
+                raise
+            if self._logprobs_ok:
+                log.warning(
+                    "%s: server refused logprobs; scoring choices by generation (one-hot)",
+                    self.name,
+                )
+            self._logprobs_ok = False
+            if not structured[1]:  # the refusal was not the structured output's fault
+                self._structured_ok = structured[0]
+            return await self._create_structured(client, req)
 
     def _probs_from_response(self, response: Any, choices: list[str]) -> list[float]:
         choice = response.choices[0]

@@ -42,6 +42,7 @@ class ReplayLLM(LLM):
     #: `judge`: which released judge's judgments the lens stage reads with llm=replay.
     config_keys: ClassVar[tuple[str, ...]] = (*LLM.config_keys, "judge")
     uses_cache = False  # recordings are read, never written
+    sees_images = True  # recordings are matched by image digest like any other request
 
     def __init__(
         self,

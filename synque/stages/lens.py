@@ -2,7 +2,8 @@
 
 Per candidate set: its rubric (reused from a `rubric` run, compiled, or released with
 `llm=replay`), four judgments per synthetic and real example (or a seeded subsample), the
-raw and debiased scores, and the judgments table as `judgments.parquet`.
+raw and debiased scores, and the judgments table as `judgments.parquet` (image tasks: with
+the sha256 of each judged image, `image_sha256`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from omegaconf import DictConfig
 from synque.data.task import Task
 from synque.lens import Rubric, judge_examples, judgments_from_released, lens_scores
 from synque.llm import LLM
-from synque.stages.rubric import rubric_for, run_llm_stage
+from synque.stages.rubric import llm_examples, rubric_for, run_llm_stage
 from synque.tracking import TAG, StageRun, log_inputs, log_llm_usage, log_table
 
 LENS_PROXIES = ("lens", "lens_raw", "lens_expected", "lens_raw_expected")
@@ -30,26 +31,39 @@ def subsample(frame: pl.DataFrame, limit: int | None, seed: int) -> tuple[pl.Dat
 
 
 def _judge(
-    cfg: DictConfig, llm: LLM, rubric: Rubric, synth: pl.DataFrame, real: pl.DataFrame
+    cfg: DictConfig,
+    llm: LLM,
+    rubric: Rubric,
+    task: Task,
+    sets: tuple[str, str],
+    synth: pl.DataFrame,
+    real: pl.DataFrame,
 ) -> pl.DataFrame:
     """Judgments of a seeded subsample, indexed by the examples' positions in their sets."""
     scfg = cfg.stage
     synth_sub, synth_idx = subsample(synth, scfg.max_synthetic, int(scfg.subsample_seed))
     real_sub, real_idx = subsample(real, scfg.max_real, int(scfg.subsample_seed))
+    synth_shown = llm_examples(task, synth_sub, sets[0], cfg)
+    real_shown = llm_examples(task, real_sub, sets[1], cfg)
     before = llm.metrics()
     judgments = judge_examples(
         llm,
         rubric,
         cfg.prompts,
-        synth_sub["text"].to_list(),
-        real_sub["text"].to_list(),
+        synth_shown,
+        real_shown,
         mode=str(scfg.mode),
         max_tokens=int(scfg.max_tokens),
         progress=bool(cfg.progress),
     )
     log_llm_usage(llm, before)
     # judge_examples indexes each set from 0 in the order given: map back to the full sets
-    return judgments.with_columns(index=pl.Series(np.concatenate([synth_idx, real_idx])))
+    judgments = judgments.with_columns(index=pl.Series(np.concatenate([synth_idx, real_idx])))
+    if task.modality == "image":
+        digests = [part["sha256"] for part in [*synth_shown, *real_shown]]  # type: ignore[index]
+        position = judgments.columns.index("index") + 1
+        judgments = judgments.insert_column(position, pl.Series("image_sha256", digests))
+    return judgments
 
 
 def _released(cfg: DictConfig, task: Task, group: str, name: str) -> pl.DataFrame:
@@ -73,7 +87,7 @@ def _lens_one(
         judgments = (
             _released(cfg, task, group, name)
             if llm is None
-            else _judge(cfg, llm, rubric, synth, real)
+            else _judge(cfg, llm, rubric, task, (name, f"real sample of {group}"), synth, real)
         )
         scores = lens_scores(judgments)
         proxies = [p for p in LENS_PROXIES if p in scores]

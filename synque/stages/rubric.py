@@ -1,9 +1,13 @@
 """The `rubric` stage: one rubric per candidate set, compiled by any LLM backend.
 
 A rubric run is found again by its `synque.rubric_key` (what compiling depends on), so a
-`lens` job reuses a rubric another job compiled; `llm=replay` imports the paper's released
-rubrics instead of calling a model. The lifecycle both LLM stages share (skip a finished
-job, resume, one backend for every candidate set, usage logged) is `run_llm_stage`.
+`lens` job reuses a rubric another job compiled; `llm=replay` or `rubric.source=released`
+imports the paper's released rubrics instead of calling a model. The lifecycle both LLM
+stages share (check the backend can see the examples, skip a finished job, resume, one
+backend for every candidate set, usage logged) is `run_llm_stage`.
+
+Image tasks: the examples an LLM sees are image parts (:func:`synque.llm.image_part`),
+fitted to `prompts.max_image_size`; a rubric shows `rubric.n_images` of each set.
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ import mlflow
 import polars as pl
 from omegaconf import DictConfig, OmegaConf
 
+from synque import SynqueError
 from synque.config import config_hash
 from synque.data.task import Task
 from synque.lens import RUBRIC_FIELDS, Prompts, Rubric, compile_rubric
-from synque.llm import LLM, ReplayLLM, build_llm, llm_kind
+from synque.llm import LLM, ReplayLLM, build_llm, check_llm_inputs, image_part, llm_kind
 from synque.stages.common import load_task
 from synque.tracking import TAG, StageRun, log_inputs, log_llm_usage
 
@@ -28,6 +33,32 @@ log = logging.getLogger(__name__)
 
 #: Work on one candidate set: (job, cfg, llm or None with replay, task, group, name).
 PerSet = Callable[[StageRun, DictConfig, LLM | None, Task, str, str], None]
+RUBRIC_SOURCES = ("compile", "released")
+
+
+def llm_examples(
+    task: Task, frame: pl.DataFrame, source: str, cfg: DictConfig
+) -> list[str] | list[dict]:
+    """What an LLM is shown of each example: its text, or an image part keyed by content."""
+    inputs = task.model_inputs(frame, source)
+    if task.modality != "image":
+        return inputs
+    size = cfg.prompts.get("max_image_size") or None
+    return [image_part(path, max_size=size) for path in inputs]
+
+
+def configured_source(cfg: DictConfig) -> str:
+    """`rubric.source`, checked: `compile` (by the LLM) or `released` (the paper's)."""
+    source = str(cfg.rubric.get("source") or "compile")
+    if source not in RUBRIC_SOURCES:
+        known = ", ".join(RUBRIC_SOURCES)
+        raise SynqueError(f"rubric.source must be one of {known}, got {source!r}")
+    return source
+
+
+def rubric_source(cfg: DictConfig, llm: LLM | None) -> str:
+    """`released` with llm=replay (no model) or rubric.source=released, else `compile`."""
+    return "released" if llm is None or isinstance(llm, ReplayLLM) else configured_source(cfg)
 
 
 def rubric_key(cfg: DictConfig, group: str, dataset: str) -> str:
@@ -80,18 +111,19 @@ def compile_rubric_run(
     tags = {"stage": "rubric", "rubric_key": key, "llm": str(cfg.llm.name)}
     with job.child(name, group, tags=tags) as run:
         log_inputs(task, group, name, synth, real, seed)
-        if llm is None:
+        if llm is None or rubric_source(cfg, llm) == "released":
             rubric = Rubric.from_json(task.released_rubric(group, name, seed))
             mlflow.set_tag(f"{TAG}rubric_source", "released")
         else:
             before = llm.metrics()
+            images = task.modality == "image"
             rubric = compile_rubric(
                 llm,
                 cfg.prompts,
-                synth["text"].to_list(),
-                real["text"].to_list(),
+                llm_examples(task, synth, name, cfg),
+                llm_examples(task, real, f"real sample of {group}", cfg),
                 n_points=int(cfg.rubric.n_points),
-                n_samples=int(cfg.rubric.n_samples),
+                n_samples=int(cfg.rubric.n_images if images else cfg.rubric.n_samples),
                 seed=seed,
                 max_attempts=int(cfg.rubric.max_attempts),
                 max_tokens=int(cfg.rubric.max_tokens),
@@ -127,19 +159,29 @@ def run_llm_stage(cfg: DictConfig, stage: str, per_set: PerSet) -> None:
     no model is built (`per_set` gets None and reads released material).
     """
     task = load_task(cfg)
-    replay = llm_kind(cfg.llm) == ReplayLLM.kind
+    seed = int(cfg.seed)
+    replay = check_llm_inputs(cfg.llm, task.modality).kind == ReplayLLM.kind
+    # replay reads released material; where the paper released no judgments (images), the
+    # judge is replayed from recordings of an earlier run instead
+    released = replay and (stage == "rubric" or task.has_released_judgments(seed, cfg.llm.judge))
     if not replay:
         Prompts.from_config(cfg.prompts)
+        configured_source(cfg)
+    if task.modality == "image" and not released:
+        task.preflight(seed, images=True)  # every image read before any run opens
     job = StageRun(cfg, stage, task.name, tags={"llm": str(cfg.llm.name)})
     if job.finished_run() is not None:
         log.info("%s %s seed=%s already FINISHED: skipped", stage, task.name, cfg.seed)
         return
-    with job, contextlib.ExitStack() as stack:
-        llm = None if replay else stack.enter_context(build_llm(cfg.llm, Path(cfg.paths.cache_dir)))
-        for group, name in job.pending(task.pairs(), f"{stage} {task.name} seed={cfg.seed}"):
-            per_set(job, cfg, llm, task, group, name)
-        if llm is not None:
-            log_llm_usage(llm)
+    with contextlib.ExitStack() as stack:
+        # the model loads before the run opens: a model that cannot load leaves no run
+        cache_dir = Path(cfg.paths.cache_dir)
+        llm = None if released else stack.enter_context(build_llm(cfg.llm, cache_dir))
+        with job:
+            for group, name in job.pending(task.pairs(), f"{stage} {task.name} seed={seed}"):
+                per_set(job, cfg, llm, task, group, name)
+            if llm is not None:
+                log_llm_usage(llm)
 
 
 def _rubric_one(

@@ -19,6 +19,7 @@ PROXY_SCHEMA = {
     "metric": pl.String,
     "variant": pl.String,
     "embedder": pl.String,
+    "judge": pl.String,
     "higher_is_better": pl.Boolean,
     "stage": pl.String,
     "group": pl.String,
@@ -74,10 +75,11 @@ def newest_per_key(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
 def proxy_values(client: MlflowClient, task: str, stages: list[str]) -> pl.DataFrame:
     """Long table of proxy values read back from MLflow.
 
-    Columns: proxy, metric, variant, embedder, higher_is_better, stage, group, dataset, seed,
-    value, run_id, start_time. `proxy` is the metric name, followed by `@variant` when one
-    metric was logged with several variants and by `@embedder` when it was logged on several
-    embedders (the digits study scores raw pixels and EfficientNet features alike).
+    Columns: proxy, metric, variant, embedder, judge, higher_is_better, stage, group, dataset,
+    seed, value, run_id, start_time. `proxy` is the metric name, followed by `@variant` when
+    one metric was logged with several variants, by `@embedder` when it was logged on several
+    embedders (the digits study scores raw pixels and EfficientNet features alike) and by
+    `@judge` when LENS was judged by several LLMs (`judge` is the lens run's `synque.llm`).
     A run says which of its metrics are proxies with its `synque.proxy` tag, so timing
     metrics and LLM statistics never become proxies.
     """
@@ -92,6 +94,7 @@ def proxy_values(client: MlflowClient, task: str, stages: list[str]) -> pl.DataF
                     "metric": metric,
                     "variant": tags.get(f"{TAG}variant.{metric}", "default"),
                     "embedder": tags.get(f"{TAG}embedder", ""),
+                    "judge": tags.get(f"{TAG}llm", "") if tags[f"{TAG}stage"] == "lens" else "",
                     "higher_is_better": tags.get(f"{TAG}higher_is_better.{metric}", "True")
                     == "True",
                     "stage": tags[f"{TAG}stage"],
@@ -105,10 +108,10 @@ def proxy_values(client: MlflowClient, task: str, stages: list[str]) -> pl.DataF
             )
     frame = newest_per_key(
         pl.DataFrame(rows, schema=PROXY_SCHEMA),
-        ["metric", "variant", "embedder", "group", "dataset", "seed"],
+        ["metric", "variant", "embedder", "judge", "group", "dataset", "seed"],
     )
     proxy = pl.col("metric")
-    for column in ("variant", "embedder"):
+    for column in ("variant", "embedder", "judge"):
         several = pl.col(column).n_unique().over("metric") > 1
         proxy = pl.when(several).then(pl.concat_str(proxy, pl.lit("@"), column)).otherwise(proxy)
     return frame.select(proxy.alias("proxy"), pl.all())
