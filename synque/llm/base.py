@@ -12,25 +12,62 @@ each vision backend turns into what its model takes. Cache keys hash the whole m
 structure, an image by the digest of its bytes. Text-only backends flatten parts with
 :func:`text_messages`, and a stage asks `check_inputs` before any run whether a backend can
 see the task's examples at all.
+
+Invalid answers (a reply naming none of the request's choices, a reply to a `json_schema`
+request that is not JSON, a backend's unreadable score) are handed to the caller for this
+run but never cached, so a rerun asks again; and a judge whose answers are invalid more
+often than `max_invalid_rate` stops the job with one line naming it.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from tqdm.auto import tqdm
 
 from synque import SynqueError
 from synque.llm.cache import ResponseCache, lookup_key, request_key
+from synque.llm.choices import match_choice
+
+log = logging.getLogger(__name__)
 
 #: One chat message: {"role": ..., "content": str | list of typed parts}.
 Message = dict[str, Any]
-OnComplete = Callable[[int, "Completion"], None]
-OnScore = Callable[[int, list[float]], None]
+
+#: Invalid answers tolerated per judged answer before a job fails (`llm.max_invalid_rate`;
+#: 1.0 never fails). Why a bound: a judge that cannot answer the question scores every
+#: example "unsure", and a LENS value computed from that looks real but means nothing.
+DEFAULT_MAX_INVALID_RATE = 0.5
+#: Judged answers needed before the rate can fail a job (why: with fewer, a single
+#: unreadable reply moves the rate by more than the threshold means).
+MIN_JUDGED_FOR_RATE = 20
+
+
+class OnComplete(Protocol):
+    """`done(j, completion, invalid=None)`: a backend reports completion j.
+
+    `invalid` says what is wrong with an answer the backend could not use (the reply,
+    quoted): it is returned to the caller for this run but not cached.
+    """
+
+    def __call__(self, j: int, result: Completion, invalid: str | None = None) -> None: ...
+
+
+class OnScore(Protocol):
+    """`done(j, probs, invalid=None)`: a backend reports the choice probabilities of item j.
+
+    `invalid` (the unreadable reply, quoted) marks probabilities that are only a stand-in
+    (uniform): they are returned for this run, counted in `stats.invalid_answers`, not cached.
+    """
+
+    def __call__(self, j: int, result: list[float], invalid: str | None = None) -> None: ...
 
 
 @dataclass
@@ -80,6 +117,41 @@ class Completion:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
         }
+
+
+def preview(text: str, limit: int = 60) -> str:
+    """A reply quoted for an error line: one line, at most `limit` characters."""
+    flat = " ".join(str(text).split())
+    return repr(flat if len(flat) <= limit else flat[: limit - 3] + "...")
+
+
+_FENCE = re.compile(r"^```[A-Za-z0-9_-]*\s*\n(.*?)\n?```$", re.S)
+
+
+def parses_as_json(text: str) -> bool:
+    """Whether a reply is JSON: the whole text, or the body of one markdown code fence."""
+    text = text.strip()
+    fenced = _FENCE.match(text)
+    try:
+        json.loads(fenced.group(1) if fenced else text)
+    except ValueError:
+        return False
+    return True
+
+
+def completion_problem(request: ChatRequest, completion: Completion) -> str | None:
+    """What makes a completion no answer to its request (None when it is one).
+
+    The rule, backend-independent so every cache keeps only answers: with `choices`, the
+    reply must name one (:func:`~synque.llm.choices.match_choice`); with `json_schema`, it
+    must parse as JSON (:func:`parses_as_json`; whether it fits the schema is the caller's
+    concern, and the rubric stage repairs and re-asks with its own retry conversation).
+    """
+    if request.choices is not None and match_choice(completion.text, request.choices) is None:
+        return f"{preview(completion.text)} names none of {list(request.choices)}"
+    if request.json_schema is not None and not parses_as_json(completion.text):
+        return f"{preview(completion.text)} is not JSON"
+    return None
 
 
 @dataclass
@@ -145,7 +217,8 @@ class LLM:
 
     Backends implement `_complete(requests, done)` and `_score(messages_list, choices,
     done)` and call `done(i, result)` as soon as item `i` is finished, which commits it to
-    the cache at once (why: a kill loses at most the calls in flight).
+    the cache at once (why: a kill loses at most the calls in flight); `done(i, result,
+    invalid=why)` reports an answer the backend could not read, which is never cached.
 
     Building: a config names the class with `_target_`; keyword arguments of `__init__` are
     its settings. `kind` names the backend when a config has no `_target_`, and
@@ -161,13 +234,31 @@ class LLM:
     sees_images: ClassVar[bool] = False
 
     def __init__(
-        self, model: str, cache: ResponseCache | None = None, name: str | None = None
+        self,
+        model: str,
+        cache: ResponseCache | None = None,
+        name: str | None = None,
+        max_invalid_rate: float = DEFAULT_MAX_INVALID_RATE,
     ) -> None:
         self.model = model
         self.cache = cache
         self.name = name or f"{self.kind}:{model}"
         self.stats = LLMStats()
         self._lock = threading.Lock()
+        rate = float(max_invalid_rate)
+        if not 0.0 <= rate <= 1.0:
+            raise SynqueError(
+                f"llm.max_invalid_rate must be between 0 and 1 (1 never fails), got {rate:g}"
+            )
+        self.max_invalid_rate = rate
+        # judged answers (choice scores, completions with choices) this backend handed out,
+        # and how many of them were invalid: the rate `max_invalid_rate` bounds
+        self._judged = 0
+        self._judged_invalid = 0
+
+    def describe(self) -> str:
+        """Who answers, for one-line errors: `the <kind> backend (model m)`."""
+        return f"the {self.kind} backend (model {self.model})"
 
     @classmethod
     def check_inputs(cls, settings: Mapping[str, Any], modality: str) -> None:
@@ -217,6 +308,8 @@ class LLM:
             compute=lambda todo, done: self._complete([requests[i] for i in todo], done),
             tally=tally,
             progress=progress,
+            check=lambda i, comp: completion_problem(requests[i], comp),
+            judged=[r.choices is not None for r in requests],
         )
 
     def score_choices(self, messages: Sequence[Message], choices: Sequence[str]) -> list[float]:
@@ -246,10 +339,15 @@ class LLM:
             ),
             tally=None,
             progress=progress,
+            judged=[True] * len(keys),
         )
 
     def record_invalid(self, n: int = 1) -> None:
-        """Count answers that matched no allowed choice (logged as `llm_invalid_answers`)."""
+        """Count answers a caller could not use (logged as `llm_invalid_answers`).
+
+        Callers of `complete` count what they cannot read (the judge's unreadable Likert
+        answers, the rubric's unreadable lists); invalid scores are counted by `_cached`.
+        """
         with self._lock:
             self.stats.invalid_answers += n
 
@@ -278,28 +376,40 @@ class LLM:
         lookup: Callable[[int], str],
         read: Callable[[dict[str, Any]], Any],
         write: Callable[[Any], dict[str, Any]],
-        compute: Callable[[list[int], Callable[[int, Any], None]], None],
+        compute: Callable[[list[int], Any], None],
         tally: Callable[[Any], None] | None,
         progress: bool,
+        check: Callable[[int, Any], str | None] | None = None,
+        judged: Sequence[bool] | None = None,
     ) -> list[Any]:
         """Results by position: cache hits first, then one backend call per unique miss.
 
         `compute(positions, done)` asks the backend for the first position of each missing
-        key; `done(j, result)` stores result j (cache row, stats, every duplicate position).
+        key; `done(j, result, invalid=None)` stores result j (cache row, stats, every
+        duplicate position). `check(i, result)` says what makes a result no answer to
+        request i (a cached one too: an old cache's invalid row is asked again).
+
+        Invalid results (`invalid` from the backend or `check`) reach the caller but never
+        the cache. Those of `score` are counted in `stats.invalid_answers` here; those of
+        `complete` by the caller, who reads the text (`record_invalid`). Positions marked in
+        `judged` count towards the invalid-answer rate, which raises once it exceeds
+        `max_invalid_rate` (why mid-batch: a broken judge stops before thousands of calls).
         """
         results: list[Any] = [None] * len(keys)
         pending: dict[str, list[int]] = {}
         for i, key in enumerate(keys):
             hit = self.cache.get(key) if self.cache is not None else None
             value = read(hit) if hit is not None else None
-            if value is not None:
+            if value is not None and (check is None or check(i, value) is None):
                 results[i] = value
             else:
                 pending.setdefault(key, []).append(i)
         hits = len(keys) - sum(len(v) for v in pending.values())
+        judged_at = {i for i, flag in enumerate(judged or ()) if flag}
         with self._lock:
             self.stats.requests += len(keys)
             self.stats.cache_hits += hits
+            self._judged += sum(results[i] is not None for i in judged_at)
         todo = list(pending)
         bar = tqdm(
             total=len(keys),
@@ -309,24 +419,35 @@ class LLM:
             disable=not (progress and todo),
         )
 
-        def done(j: int, result: Any) -> None:
+        def done(j: int, result: Any, invalid: str | None = None) -> None:
             key = todo[j]
-            if self.cache is not None:
+            positions = pending[key]
+            problem = invalid or (check(positions[0], result) if check is not None else None)
+            if self.cache is not None and problem is None:
                 self.cache.put(
                     key,
                     write(result),
-                    lookup=lookup(pending[key][0]),
+                    lookup=lookup(positions[0]),
                     kind=self.kind,
                     model=self.model,
                     op=op,
                 )
+            rated = sum(i in judged_at for i in positions)
             with self._lock:
                 self.stats.calls += 1
                 if tally is not None:
                     tally(result)
-            for i in pending[key]:
+                if problem is not None and op == "score":
+                    self.stats.invalid_answers += len(positions)
+                self._judged += rated
+                self._judged_invalid += rated if problem is not None else 0
+            for i in positions:
                 results[i] = result
-            bar.update(len(pending[key]))
+            bar.update(len(positions))
+            if problem is not None:
+                log.debug("%s: invalid %s answer, not cached: %s", self.name, op, problem)
+                if rated:
+                    self._check_invalid_rate(problem)
 
         start = time.perf_counter()
         try:
@@ -340,3 +461,15 @@ class LLM:
         if missing:
             raise RuntimeError(f"{self.name}: backend returned no result for {missing} request(s)")
         return results
+
+    def _check_invalid_rate(self, last: str) -> None:
+        """Raise one line when more than `max_invalid_rate` of the judged answers are invalid."""
+        with self._lock:
+            judged, invalid = self._judged, self._judged_invalid
+        if judged < MIN_JUDGED_FOR_RATE or invalid <= self.max_invalid_rate * judged:
+            return
+        raise SynqueError(
+            f"llm: {self.describe()} gave invalid answers to {invalid} of {judged} questions "
+            f"({invalid / judged:.0%} > llm.max_invalid_rate={self.max_invalid_rate:g}); "
+            f"last: {last}"
+        )

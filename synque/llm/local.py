@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from synque import SynqueError
 from synque.llm.base import (
+    DEFAULT_MAX_INVALID_RATE,
     LLM,
     ChatRequest,
     Completion,
@@ -152,6 +153,7 @@ class LocalLLM(LLM):
         seed: int = 0,
         gen_batch_size: int = 8,
         name: str | None = None,
+        max_invalid_rate: float = DEFAULT_MAX_INVALID_RATE,
     ) -> None:
         import torch
 
@@ -159,7 +161,7 @@ class LocalLLM(LLM):
         if model == "smollm2":
             path = smollm2_gguf()
             source, gguf = str(path.parent), path.name
-        super().__init__(model, cache, name)
+        super().__init__(model, cache, name, max_invalid_rate)
         if threads:
             torch.set_num_threads(int(threads))
         if device == "auto":

@@ -5,6 +5,12 @@ Why async: judging is thousands of short independent calls; a bounded number in 
 5xx are retried with exponential backoff and jitter (`Retry-After` honoured). Image parts
 are sent as OpenAI `image_url` parts holding base64 PNG data URLs (the image fitted to its
 `max_size` first), which `vllm serve`, `transformers serve` and hosted VLMs all accept.
+
+When the retries run out, or the server refuses a request outright, the call raises a
+`ServerError`: one line naming the server (base URL and model) and the problem, e.g.
+`llm: the server at http://127.0.0.1:8000/v1 (model m) kept failing: HTTP 500 Internal Server
+Error after 3 retries`, which the CLI prints instead of an openai traceback. Answers that
+arrived before stay cached, so a rerun resumes.
 """
 
 from __future__ import annotations
@@ -12,15 +18,26 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import json
 import logging
 import os
 import random
 from collections.abc import Awaitable, Callable, Mapping
+from http import HTTPStatus
 from typing import Any
 
 from synque import SynqueError
-from synque.llm.base import LLM, ChatRequest, Completion, Message, OnComplete, OnScore
+from synque.llm.base import (
+    DEFAULT_MAX_INVALID_RATE,
+    LLM,
+    ChatRequest,
+    Completion,
+    Message,
+    OnComplete,
+    OnScore,
+    preview,
+)
 from synque.llm.cache import ResponseCache
 from synque.llm.choices import choice_probs_from_logprobs, choice_schema, match_choice, one_hot
 from synque.llm.images import openai_messages
@@ -30,6 +47,51 @@ log = logging.getLogger(__name__)
 STRUCTURED_MODES = ("json_schema", "json_object", "guided", "structured_outputs", "none")
 CHOICE_SCORING = ("auto", "logprobs", "generate")
 Job = Callable[[Any], Awaitable[None]]
+
+
+class ServerError(SynqueError):
+    """The server kept failing or refused a request (one line naming it and the problem)."""
+
+
+@functools.cache
+def _server_error_class(cls: type[BaseException]) -> type[ServerError]:
+    """A `ServerError` that is also the openai error class `cls`.
+
+    Why both: the CLI prints a `SynqueError` as one line, while code that catches the
+    openai class (`except openai.RateLimitError`) keeps working.
+    """
+    return type("ServerError", (ServerError, cls), {"__module__": __name__})
+
+
+def server_error(err: BaseException, message: str) -> ServerError:
+    """`err` (an openai error) as a `ServerError` saying `message`, its attributes kept."""
+    cls = _server_error_class(type(err))
+    exc = cls.__new__(cls, message)  # openai's constructors want a live response
+    exc.__dict__.update(vars(err))
+    return exc
+
+
+def describe_error(err: BaseException, timeout: float) -> str:
+    """The problem an openai error stands for, in words (`HTTP 500 Internal Server Error`)."""
+    import openai
+
+    if isinstance(err, openai.APITimeoutError):
+        return f"no reply within llm.timeout={timeout:g}s"
+    if isinstance(err, openai.APIConnectionError):
+        cause = err.__cause__ or err.__context__
+        why = " ".join(str(cause).split())[:120] if cause is not None else ""
+        return f"cannot connect ({why or type(cause).__name__})"
+    if isinstance(err, openai.APIStatusError):
+        code = err.status_code
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:  # a status code outside the standard
+            phrase = ""
+        body = err.body.get("message") if isinstance(err.body, Mapping) else None
+        detail = f" ({' '.join(str(body).split())[:120]})" if body else ""
+        return f"HTTP {code} {phrase}".rstrip() + detail
+    text = " ".join(str(err).split())[:160]
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 class OpenAILLM(LLM):
@@ -60,8 +122,9 @@ class OpenAILLM(LLM):
         top_logprobs: int = 20,
         extra_body: Mapping[str, Any] | None = None,
         name: str | None = None,
+        max_invalid_rate: float = DEFAULT_MAX_INVALID_RATE,
     ) -> None:
-        super().__init__(model, cache, name)
+        super().__init__(model, cache, name, max_invalid_rate)
         if structured_output not in STRUCTURED_MODES:
             raise SynqueError(f"llm.structured_output must be one of {', '.join(STRUCTURED_MODES)}")
         if choice_scoring not in CHOICE_SCORING:
@@ -84,6 +147,10 @@ class OpenAILLM(LLM):
 
     def __repr__(self) -> str:
         return f"OpenAILLM(model={self.model!r}, base_url={self.base_url!r})"
+
+    def describe(self) -> str:
+        """`the server at <base_url> (model m)`: what one-line errors name."""
+        return f"the server at {self.base_url or 'the OpenAI API'} (model {self.model})"
 
     def _key_extra(self, op: str) -> dict[str, Any]:
         if op == "score":
@@ -134,14 +201,26 @@ class OpenAILLM(LLM):
 
     # -- transport
     def _run(self, jobs: list[Job]) -> None:
-        """Run the jobs to completion, also from inside a running event loop (notebooks)."""
+        """Run the jobs to completion, also from inside a running event loop (notebooks).
+
+        The first job that fails ends the batch; an openai error that got this far (one
+        no fallback could answer: 401, 404, a 400 ...) becomes a one-line `ServerError`.
+        """
+        import openai
+
         try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            asyncio.run(self._gather(jobs))
-            return
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pool.submit(lambda: asyncio.run(self._gather(jobs))).result()
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                asyncio.run(self._gather(jobs))
+                return
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pool.submit(lambda: asyncio.run(self._gather(jobs))).result()
+        except openai.OpenAIError as err:
+            if isinstance(err, SynqueError):
+                raise
+            problem = describe_error(err, self.timeout)
+            raise server_error(err, f"llm: {self.describe()} refused a request: {problem}") from err
 
     async def _gather(self, jobs: list[Job]) -> None:
         import openai
@@ -179,7 +258,11 @@ class OpenAILLM(LLM):
                 return await client.chat.completions.create(**kwargs)
             except retryable as err:
                 if attempt >= self.max_retries:
-                    raise
+                    problem = describe_error(err, self.timeout)
+                    retries = "1 retry" if self.max_retries == 1 else f"{self.max_retries} retries"
+                    raise server_error(
+                        err, f"llm: {self.describe()} kept failing: {problem} after {retries}"
+                    ) from err
                 delay = min(self.retry_max_delay, self.retry_base_delay * 2**attempt)
                 delay *= 0.5 + random.random() / 2
                 response = getattr(err, "response", None)
@@ -258,7 +341,7 @@ class OpenAILLM(LLM):
                 with self._lock:
                     self.stats.prompt_tokens += prompt
                     self.stats.completion_tokens += completion
-                done(j, self._probs_from_response(response, choices))
+                done(j, *self._probs_from_response(response, choices))
 
             return call
 
@@ -292,7 +375,11 @@ class OpenAILLM(LLM):
                 self._structured_ok = structured[0]
             return await self._create_structured(client, req)
 
-    def _probs_from_response(self, response: Any, choices: list[str]) -> list[float]:
+    def _probs_from_response(
+        self, response: Any, choices: list[str]
+    ) -> tuple[list[float], str | None]:
+        """(probability per choice, what was invalid or None): read from the logprobs, else
+        one-hot from the reply; a reply naming no choice is uniform and invalid."""
         choice = response.choices[0]
         content = getattr(getattr(choice, "logprobs", None), "content", None)
         if self._logprobs_ok and content:
@@ -306,7 +393,7 @@ class OpenAILLM(LLM):
             ]
             probs = choice_probs_from_logprobs(tokens, choices)
             if probs is not None:
-                return probs
+                return probs, None
         elif self._logprobs_ok and self.choice_scoring == "auto":
             log.warning(
                 "%s: server returned no logprobs; scoring choices by constrained "
@@ -314,10 +401,10 @@ class OpenAILLM(LLM):
                 self.name,
             )
             self._logprobs_ok = False
-        index = match_choice(choice.message.content or "", choices)
-        if index is None:
-            self.record_invalid()
-        return one_hot(index, len(choices))
+        text = choice.message.content or ""
+        index = match_choice(text, choices)
+        problem = None if index is not None else f"{preview(text)} names none of {choices}"
+        return one_hot(index, len(choices)), problem
 
 
 def _usage(response: Any) -> tuple[int, int]:

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from synque import SynqueError
 from synque.llm.base import (
+    DEFAULT_MAX_INVALID_RATE,
     LLM,
     ChatRequest,
     Completion,
@@ -52,8 +53,9 @@ class ReplayLLM(LLM):
         recorded_model: str | None = None,
         model: str = "replay",
         name: str | None = None,
+        max_invalid_rate: float = DEFAULT_MAX_INVALID_RATE,
     ) -> None:
-        super().__init__(model, cache, name)
+        super().__init__(model, cache, name, max_invalid_rate)
         self.recordings = Path(recordings)
         if not self.recordings.exists():
             raise SynqueError(f"llm.recordings: replay recordings not found: {self.recordings}")

@@ -18,7 +18,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from synque import SynqueError
-from synque.llm.base import LLM, ChatRequest, Completion, Message, OnComplete, OnScore
+from synque.llm.base import (
+    DEFAULT_MAX_INVALID_RATE,
+    LLM,
+    ChatRequest,
+    Completion,
+    Message,
+    OnComplete,
+    OnScore,
+)
 from synque.llm.cache import ResponseCache
 from synque.llm.choices import softmax_probs
 from synque.llm.images import has_images, openai_messages
@@ -40,6 +48,7 @@ class VLLMLLM(LLM):
         append_eos: bool = True,
         engine: Mapping[str, Any] | None = None,
         name: str | None = None,
+        max_invalid_rate: float = DEFAULT_MAX_INVALID_RATE,
     ) -> None:
         try:
             import vllm
@@ -48,7 +57,7 @@ class VLLMLLM(LLM):
                 "llm=vllm needs the vllm package on a CUDA machine (pip install vllm); "
                 "use llm=openai against a vLLM server or llm=local on CPU"
             ) from err
-        super().__init__(model, cache, name)
+        super().__init__(model, cache, name, max_invalid_rate)
         self._vllm = vllm
         self.batch_size = max(1, int(batch_size))
         self.append_eos = append_eos

@@ -64,14 +64,19 @@ def rubric_source(cfg: DictConfig, llm: LLM | None) -> str:
 def rubric_key(cfg: DictConfig, group: str, dataset: str) -> str:
     """Identity of a rubric: what compiling it depends on (task, seed, LLM, prompts, options).
 
-    The LLM enters by its kind and settings, not by how it is built (`_target_`) nor by
-    how the judge is later asked (`judge_mode`), so those never orphan a compiled rubric.
+    The LLM enters by its kind and settings, not by how it is built (`_target_`), how the
+    judge is later asked (`judge_mode`) nor how many invalid judge answers are tolerated
+    (`max_invalid_rate`), so those never orphan a compiled rubric.
     """
     view = {
         k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
         for k in ("task", "seed", "llm", "prompts", "rubric")
     }
-    settings = {k: v for k, v in view["llm"].items() if k not in ("judge_mode", "_target_")}
+    settings = {
+        k: v
+        for k, v in view["llm"].items()
+        if k not in ("judge_mode", "_target_", "max_invalid_rate")
+    }
     view["llm"] = {**settings, "kind": llm_kind(cfg.llm)}
     return config_hash(view, {"group": group, "dataset": dataset})
 
