@@ -8,12 +8,14 @@ once keeps the schema identical across stages.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -24,16 +26,32 @@ from tqdm.auto import tqdm
 from synque.config import config_hash, flat_params, to_container
 from synque.data.task import NO_GROUP
 from synque.tracking.store import TAG, connect, ensure_experiment, experiment_name
+from synque.tracking.sweep import current_job
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two looks at a twin job (same config hash, another live process).
+TWIN_POLL_S = 2.0
 
 
 def _alive(pid: int) -> bool:
+    """Whether process `pid` (on this host) still runs.
+
+    A zombie counts as dead: a worker killed with its launcher stays a zombie until some
+    process reaps it (never, under a container init that does not), and `kill(pid, 0)`
+    succeeds on a zombie, which would keep its runs RUNNING for good.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # it exited meanwhile; or no procfs (macOS): then trust kill()
+        return not Path("/proc/self").exists()
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
 def _error_line(exc: BaseException) -> str:
@@ -76,15 +94,20 @@ class StageRun:
         self.hash = config_hash(self.cfg)
         self.force = bool(OmegaConf.select(self.cfg, "force", default=False))
         seed = OmegaConf.select(self.cfg, "seed", default=None)
+        # the Hydra job (sweep id, its files, its log), published by SweepCallback
+        self.hydra_job = current_job()
         self.base_tags = {
             f"{TAG}stage": self.stage,
             f"{TAG}task": self.task,
             f"{TAG}seed": "none" if seed is None else str(seed),
             **{k if k.startswith(TAG) else TAG + k: str(v) for k, v in self.tags.items()},
+            **(self.hydra_job.tags() if self.hydra_job else {}),
         }
         self.run: Run | None = None
         self.children_logged = 0
         self.children_skipped = 0
+        self._skippable = False  # set by finished_run(): the stage skips finished configs
+        self._duplicate_of: str | None = None
 
     # --- queries -----------------------------------------------------------------------
     def _search(self, filter_string: str, max_results: int = 5000) -> list[Run]:
@@ -93,15 +116,81 @@ class StageRun:
         )
 
     def finished_run(self) -> Run | None:
-        """A FINISHED parent run with this config hash, if any (then the job is skipped)."""
+        """A FINISHED parent run with this config hash, if any (then the job is skipped).
+
+        While another live process runs this very config (a twin job), wait for it first:
+        jobs of one sweep share a hash when the sweep varies a key the stage does not use
+        (e.g. `llm` for `repr`), and a parallel launcher would otherwise do the work twice.
+        """
         if self.force:
             return None
+        self._skippable = True
+        while True:
+            if (done := self._finished_parent()) is not None:
+                return done
+            twins = self._live_twins()
+            if not twins:
+                return None
+            self._wait_for(twins)
+
+    def _finished_parent(self) -> Run | None:
         runs = self._search(
             f"tags.`{TAG}config_hash` = '{self.hash}' and tags.`{TAG}role` = 'parent' "
             "and attributes.status = 'FINISHED'",
             max_results=1,
         )
         return runs[0] if runs else None
+
+    def _live_twins(self, older_than: Run | None = None) -> list[Run]:
+        """RUNNING parents of this config hash held by other live processes on this host
+        (only those started before `older_than`, when given).
+
+        Runs of other hosts are not twins: their liveness is unknown here, and
+        `_close_stale_runs` treats them as stale, as it always has.
+        """
+        host = socket.gethostname()
+        twins = []
+        for run in self._search(
+            f"tags.`{TAG}config_hash` = '{self.hash}' and tags.`{TAG}role` = 'parent' "
+            "and attributes.status = 'RUNNING'"
+        ):
+            tags = run.data.tags
+            pid = int(tags.get(f"{TAG}pid", "0") or 0)
+            if tags.get(f"{TAG}host") != host or pid in (0, os.getpid()) or not _alive(pid):
+                continue
+            if older_than is not None and (run.info.start_time, run.info.run_id) >= (
+                older_than.info.start_time,
+                older_than.info.run_id,
+            ):
+                continue
+            twins.append(run)
+        return twins
+
+    def _wait_for(self, twins: list[Run]) -> None:
+        """Block until the twins' runs end or their processes die.
+
+        No time limit: a twin may rightly take hours. The log names the run and process
+        waited for (every 10 minutes), so a hung one can be killed, or skipped with force.
+        """
+        last_note = 0.0
+        while twins:
+            if time.monotonic() - last_note > 600:
+                last_note = time.monotonic()
+                for twin in twins:
+                    log.info(
+                        "%s %s: run %s (pid %s) is doing this config; waiting for it",
+                        self.stage,
+                        self.task,
+                        twin.info.run_id,
+                        twin.data.tags.get(f"{TAG}pid"),
+                    )
+            time.sleep(TWIN_POLL_S)
+            fresh = (self.client.get_run(t.info.run_id) for t in twins)
+            twins = [
+                t
+                for t in fresh
+                if t.info.status == "RUNNING" and _alive(int(t.data.tags[f"{TAG}pid"]))
+            ]
 
     def finished_children(self) -> dict[tuple[str, str], Run]:
         """Children of earlier attempts of this job that finished: resumable work."""
@@ -164,11 +253,34 @@ class StageRun:
             },
         )
         self._t0 = time.perf_counter()
-        mlflow.log_params(flat_params(self.cfg))
-        mlflow.log_dict(to_container(self.cfg), "config.yaml")  # the full resolved config
+        try:
+            mlflow.log_params(flat_params(self.cfg))
+            mlflow.log_dict(to_container(self.cfg), "config.yaml")  # the full resolved config
+            if self.hydra_job is not None:
+                self.hydra_job.log_files_at_start(self.client, self.run.info.run_id)
+            if self._skippable:
+                self._yield_to_older_twins()
+        except BaseException as exc:  # `with` calls no __exit__ when __enter__ raises
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
         return self
 
+    def _yield_to_older_twins(self) -> None:
+        """Twin jobs that both passed `finished_run` at once: the younger waits for the older.
+
+        It then resumes like any job (nothing left to do when the older one FINISHED) and its
+        parent ends KILLED with `synque.duplicate_of`, so one FINISHED parent stays per hash.
+        """
+        assert self.run is not None
+        older = self._live_twins(older_than=self.run)
+        if not older:
+            return
+        self._wait_for(older)
+        done = self._finished_parent()
+        self._duplicate_of = done.info.run_id if done else None
+
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        status = "FINISHED" if exc is None else "FAILED"
         try:
             if mlflow.active_run() is not None:
                 mlflow.log_metrics(
@@ -180,9 +292,16 @@ class StageRun:
                 )
             if exc is not None:
                 mlflow.set_tag(f"{TAG}error", _error_line(exc))
+                # so that the log artifact says why, next to the tag
+                log.error("%s run FAILED: %s", self.stage, _error_line(exc))
+            elif self._duplicate_of and not self.children_logged:
+                mlflow.set_tag(f"{TAG}duplicate_of", self._duplicate_of)
+                status = "KILLED"  # a twin job did all of it
+            if self.hydra_job is not None and self.run is not None:
+                self.hydra_job.log_files_at_end(self.client, self.run.info.run_id)
         finally:
             while mlflow.active_run() is not None:
-                mlflow.end_run(status="FINISHED" if exc is None else "FAILED")
+                mlflow.end_run(status=status)
             self._signals.__exit__(None, None, None)
         return False
 
