@@ -8,6 +8,7 @@ backend), so the same checks run against sqlite and, once a param is added, a se
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -18,7 +19,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,19 +62,35 @@ class Store:
 
 @pytest.fixture(params=["sqlite"])
 def store(
-    request: pytest.FixtureRequest, tracking_uri: str, tmp_path: Path
-) -> Callable[..., Store]:
+    request: pytest.FixtureRequest,
+    tracking_uri: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Callable[..., Store]]:
     """A factory of empty stores of one backend: `store()` is the test's store, `store("b")`
-    another one. A server-backed param returns URIs of servers (and their env) here."""
+    another one. `server` starts a PostgreSQL + basic-auth MLflow server per name
+    (launch/tracking_server.sh); the test process reads it with the server's credentials."""
+    servers: dict[str, Store] = {}
+    with contextlib.ExitStack() as stack:
 
-    def make(name: str = "main") -> Store:
-        if request.param == "sqlite":
-            if name == "main":
-                return Store(tracking_uri)
-            return Store(f"sqlite:///{tmp_path / name / 'mlruns' / 'mlflow.db'}")
-        raise ValueError(f"unknown store backend {request.param}")
+        def make(name: str = "main") -> Store:
+            if request.param == "sqlite":
+                if name == "main":
+                    return Store(tracking_uri)
+                return Store(f"sqlite:///{tmp_path / name / 'mlruns' / 'mlflow.db'}")
+            if request.param != "server":
+                raise ValueError(f"unknown store backend {request.param}")
+            if name not in servers:
+                from tests.fakes.tracking_server import running_server
 
-    return make
+                (tmp_path / name).mkdir()
+                server = stack.enter_context(running_server(tmp_path / name))
+                for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+                    monkeypatch.setenv(key, server.env[key])
+                servers[name] = Store(server.uri, dict(server.env))
+            return servers[name]
+
+        yield make
 
 
 # --- reading a store back --------------------------------------------------------------------
@@ -307,6 +324,9 @@ LAUNCHERS = {
 @needs_data
 @pytest.mark.slow  # ~1 min each on a shared 2-core CPU: four jobs at once
 @pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+@pytest.mark.parametrize(
+    "store", ["sqlite", pytest.param("server", marks=pytest.mark.server)], indirect=True
+)
 def test_parallel_sweep(cli, store: Callable[..., Store], launcher: str) -> None:
     main = store()
     cli(*SWEEP, *LAUNCHERS[launcher], env=main.job_env())
