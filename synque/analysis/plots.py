@@ -9,21 +9,30 @@ the mean of the per-group coefficients), so error bars are clipped at zero befor
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 MAX_PANELS = 16
+#: Resolution of every saved plot (file or MLflow figure artifact).
+DPI = 110
 
 
-def _pyplot():  # noqa: ANN202 - heavy import kept local; Agg so no display is ever needed
-    import matplotlib
+def new_figure(figsize: tuple[float, float]) -> Figure:
+    """A figure outside pyplot's global state (nothing to close, safe in any thread), drawn
+    with Agg so that no display is ever needed."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    figure = Figure(figsize=figsize, dpi=DPI)
+    FigureCanvasAgg(figure)
+    return figure
 
 
 def fmt(value: float | None, spec: str = ".3f") -> str:
@@ -45,69 +54,64 @@ def file_stem(proxy: str) -> str:
     return proxy.replace("@", "_at_")
 
 
-def scatter_plot(part: pl.DataFrame, proxy: str, title: str, path: Path) -> Path:
+def scatter_figure(part: pl.DataFrame, proxy: str, title: str) -> Figure:
     """Proxy value vs. performance of one proxy: one panel per group, colour = seed."""
-    plt = _pyplot()
     groups = sorted(part["group"].unique().to_list())[:MAX_PANELS]
     cols = min(4, len(groups))
     rows = math.ceil(len(groups) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
-    try:
-        for ax, group in zip(axes.flat, groups, strict=False):
-            gpart = part.filter(pl.col("group") == group)
-            for (seed,), spart in gpart.group_by("seed", maintain_order=True):
-                ax.scatter(
-                    spart["value"].to_numpy(),
-                    spart["performance"].to_numpy(),
-                    s=14,
-                    alpha=0.75,
-                    label=f"seed {seed}",
-                )
-            ax.set_title(group if group != "all" else proxy, fontsize=9)
-            ax.set_xlabel(proxy)
-            ax.set_ylabel("task performance")
-        for ax in list(axes.flat)[len(groups) :]:
-            ax.axis("off")
-        fig.suptitle(title, fontsize=10)
-        axes.flat[0].legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-    finally:
-        plt.close(fig)
-    return path
-
-
-def overview_plot(summary: pl.DataFrame, path: Path) -> Path:
-    """Headline Spearman per proxy as bars, with its bootstrap interval when there is one."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(summary), 3.2))
-    try:
-        xs = np.arange(len(summary))
-        spearman = summary["spearman"].cast(pl.Float64).to_numpy()
-        ax.bar(xs, np.nan_to_num(spearman), color="#4c72b0")
-        if "spearman_lo" in summary.columns:
-            err = interval_error_bars(
-                spearman, summary["spearman_lo"].to_numpy(), summary["spearman_hi"].to_numpy()
+    fig = new_figure((4 * cols, 3.2 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax, group in zip(axes.flat, groups, strict=False):
+        gpart = part.filter(pl.col("group") == group)
+        for (seed,), spart in gpart.group_by("seed", maintain_order=True):
+            ax.scatter(
+                spart["value"].to_numpy(),
+                spart["performance"].to_numpy(),
+                s=14,
+                alpha=0.75,
+                label=f"seed {seed}",
             )
-            ax.errorbar(xs, np.nan_to_num(spearman), yerr=err, fmt="none", color="k")
-        labels = [
-            p if hib else f"{p} (lower=better)"
-            for p, hib in zip(summary["proxy"], summary["higher_is_better"], strict=True)
-        ]
-        ax.set_xticks(xs, labels, rotation=30, ha="right")
-        ax.axhline(0, color="grey", lw=0.8)
-        ax.set_ylabel("Spearman (mean over seeds, groups)")
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-    finally:
-        plt.close(fig)
-    return path
+        ax.set_title(group if group != "all" else proxy, fontsize=9)
+        ax.set_xlabel(proxy)
+        ax.set_ylabel("task performance")
+    for ax in list(axes.flat)[len(groups) :]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
 
 
-def correlation_plots(merged: pl.DataFrame, summary: pl.DataFrame, folder: Path) -> list[Path]:
-    """Every plot of a correlate run, written into `folder`: `scatter_<proxy>.png` per proxy
-    and `summary_spearman.png`. `merged` has proxy, group, seed, value, performance."""
-    paths = []
+def overview_figure(summary: pl.DataFrame) -> Figure:
+    """Headline Spearman per proxy as bars, with its bootstrap interval when there is one."""
+    fig = new_figure((1.2 + 0.9 * len(summary), 3.2))
+    ax = fig.subplots()
+    xs = np.arange(len(summary))
+    spearman = summary["spearman"].cast(pl.Float64).to_numpy()
+    ax.bar(xs, np.nan_to_num(spearman), color="#4c72b0")
+    if "spearman_lo" in summary.columns:
+        err = interval_error_bars(
+            spearman, summary["spearman_lo"].to_numpy(), summary["spearman_hi"].to_numpy()
+        )
+        ax.errorbar(xs, np.nan_to_num(spearman), yerr=err, fmt="none", color="k")
+    labels = [
+        p if hib else f"{p} (lower=better)"
+        for p, hib in zip(summary["proxy"], summary["higher_is_better"], strict=True)
+    ]
+    ax.set_xticks(xs, labels, rotation=30, ha="right")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_ylabel("Spearman (mean over seeds, groups)")
+    fig.tight_layout()
+    return fig
+
+
+def correlation_figures(
+    merged: pl.DataFrame, summary: pl.DataFrame
+) -> Iterator[tuple[str, Figure]]:
+    """Every figure of a correlate run with its file name: `scatter_<proxy>.png` per proxy,
+    then `summary_spearman.png`. `merged` has proxy, group, seed, value, performance.
+
+    Drawn one at a time as the caller asks (a figure is dropped once it is saved)."""
     for row in summary.iter_rows(named=True):
         proxy = str(row["proxy"])
         title = (
@@ -115,6 +119,14 @@ def correlation_plots(merged: pl.DataFrame, summary: pl.DataFrame, folder: Path)
             f"Pearson {fmt(row['pearson'])}"
         )
         part = merged.filter(pl.col("proxy") == proxy)
-        paths.append(scatter_plot(part, proxy, title, folder / f"scatter_{file_stem(proxy)}.png"))
-    paths.append(overview_plot(summary, folder / "summary_spearman.png"))
+        yield f"scatter_{file_stem(proxy)}.png", scatter_figure(part, proxy, title)
+    yield "summary_spearman.png", overview_figure(summary)
+
+
+def correlation_plots(merged: pl.DataFrame, summary: pl.DataFrame, folder: Path) -> list[Path]:
+    """`correlation_figures` saved as PNG files into `folder`; their paths."""
+    paths = []
+    for name, figure in correlation_figures(merged, summary):
+        figure.savefig(folder / name, dpi=DPI)
+        paths.append(folder / name)
     return paths

@@ -1,12 +1,18 @@
-"""The tables correlate and select print for the user (rich), from their polars results."""
+"""The tables correlate and select show the user, from their polars results: printed (rich)
+and as short Markdown for MLflow's run and experiment descriptions (`mlflow.note.content`)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import polars as pl
 
 from synque.analysis.plots import fmt
 
 WIDTH = 160
+#: Characters of one Markdown note at most: MLflow keeps 8000 per run tag and 20000 per
+#: experiment tag, which holds both the correlate and the select section (and user text).
+NOTE_BUDGET = 7000
 
 
 def print_summary(summary: pl.DataFrame, title: str, top_ks: list[int]) -> None:
@@ -65,3 +71,122 @@ def print_ranking(ranking: pl.DataFrame, task: str, top: int) -> None:
         console.print(table)
         where = "" if group == "all" else f" for {group}"
         console.print(f"Recommendation{where}: [bold]{part['dataset'][0]}[/bold]")
+
+
+# --- Markdown notes ---------------------------------------------------------------------------
+
+
+def seed_list(seeds: Iterable[str]) -> str:
+    """'42, 43, 44' in numeric order (seeds are tag strings)."""
+    unique = set(seeds)
+    return ", ".join(sorted(unique, key=lambda s: (not s.lstrip("-").isdigit(), len(s), s)))
+
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: list[str], align: list[str], rows: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join(align) + " |",
+        *("| " + " | ".join(_cell(c) for c in row) + " |" for row in rows),
+    ]
+
+
+def _fit(head: list[str], table: list[str], foot: list[str], what: str) -> str:
+    """Head, table, foot as one note within `NOTE_BUDGET`: rows are dropped from the end
+    (and counted) rather than letting MLflow refuse or cut the tag."""
+    header, rows = table[:2], table[2:]
+    kept = len(rows)
+    while True:
+        more = [f"... {len(rows) - kept} more rows in {what}"] if kept < len(rows) else []
+        text = "\n".join([*head, "", *header, *rows[:kept], *more, "", *foot]).strip()
+        if len(text) <= NOTE_BUDGET or kept == 0:
+            return text[:NOTE_BUDGET]
+        kept -= 1
+
+
+def _with_ci(row: dict, coef: str) -> str:
+    lo, hi = row.get(f"{coef}_lo"), row.get(f"{coef}_hi")
+    point = fmt(row[coef])
+    if lo is None or hi is None or point == "-":
+        return point
+    return f"{point} [{lo:.2f}, {hi:.2f}]"
+
+
+def summary_markdown(
+    summary: pl.DataFrame,
+    *,
+    task: str,
+    source: str,
+    seeds: Iterable[str],
+    n_sets: int,
+    n_groups: int,
+    top_ks: list[int],
+    confidence: float | None = None,
+) -> str:
+    """The correlate headline as Markdown: a title line (task, performance source, seeds
+    aggregated, candidate sets), then one row per proxy (coefficients with their bootstrap
+    interval, top-k / oracle top-k, mean of all sets), then one line saying how to read it."""
+    seeds = list(seeds)
+    groups = f" in {n_groups} groups" if n_groups > 1 else ""
+    head = [
+        f"### {task}: proxy vs. {source} task performance · seeds {seed_list(seeds)} "
+        f"aggregated · {n_sets} candidate sets{groups}"
+    ]
+    header = ["proxy", "Spearman", "Kendall", "Pearson"]
+    header += [f"top-{k} / oracle" for k in top_ks] + ["mean all"]
+    rows = []
+    for row in summary.iter_rows(named=True):
+        tops = [f"{fmt(row.get(f'top{k}'))} / {fmt(row.get(f'top{k}_oracle'))}" for k in top_ks]
+        name = str(row["proxy"]) + ("" if row.get("higher_is_better", True) else " ↓")
+        rows.append(
+            [f"**{name}**", *(_with_ci(row, c) for c in ("spearman", "kendall", "pearson"))]
+            + [*tops, fmt(row.get("mean_all"))]
+        )
+    has_ci = any(c.endswith("_lo") for c in summary.columns)
+    ci = f" [{confidence:.0%} bootstrap CI]" if has_ci and confidence is not None else ""
+    foot = [
+        f"Coefficients{ci}: mean over seeds, then over groups. Top-k: mean performance of the "
+        "k sets the proxy ranks best, vs. the best k (oracle) and all sets."
+    ]
+    if not summary["higher_is_better"].all():
+        foot.append("↓ lower is better: a good proxy correlates negatively.")
+    table = _table(header, [":--", *["--:"] * (len(header) - 1)], rows)
+    return _fit(head, table, foot, "summary.csv")
+
+
+def _firsts(part: pl.DataFrame, column: str) -> str:
+    """The set(s) ranked first by `column` within one group's rows (ties shown, at most 2)."""
+    ranked = part.drop_nulls(column)
+    if ranked.is_empty():
+        return "-"
+    best = ranked.filter(pl.col(column) == ranked[column].min())["dataset"].sort().to_list()
+    names = " = ".join(f"`{name}`" for name in best[:2])
+    return names + (f" (+{len(best) - 2} tied)" if len(best) > 2 else "")
+
+
+def ranking_markdown(ranking: pl.DataFrame, *, task: str, seeds: Iterable[str]) -> str:
+    """The select recommendation as Markdown: a title line, then per group the set ranked
+    first by the combined rank and by each proxy alone."""
+    proxies = [c[5:] for c in ranking.columns if c.startswith("rank.") and c != "rank.combined"]
+    parts = ranking.group_by("group", maintain_order=True)
+    n_groups = ranking["group"].n_unique()
+    n_sets = ranking.select("group", "dataset").unique().height
+    groups = f" in {n_groups} groups" if n_groups > 1 else ""
+    head = [
+        f"### {task}: which candidate set to train on · seeds {seed_list(seeds)} "
+        f"aggregated · {n_sets} candidate sets{groups}"
+    ]
+    header = (["group"] if n_groups > 1 else []) + ["**recommended** (combined)", *proxies]
+    rows = []
+    for (group,), part in parts:
+        cells = [f"**{_firsts(part, 'rank.combined')}**"]
+        cells += [_firsts(part, f"rank.{p}") for p in proxies]
+        rows.append(([str(group)] if n_groups > 1 else []) + cells)
+    foot = [
+        "Each proxy ranks the sets per seed (its own direction); combined = mean rank over "
+        "proxies and seeds. No performance labels used."
+    ]
+    return _fit(head, _table(header, [":--"] * len(header), rows), foot, "ranking.csv")

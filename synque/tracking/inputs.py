@@ -1,13 +1,14 @@
 """Dataset inputs and table artifacts of a run (lineage visible in the MLflow UI).
 
-MLflow's dataset constructors take pandas; synque's tables are polars. The conversion
-happens here, once, at that boundary.
+MLflow's dataset constructors and `mlflow.log_table` take pandas; synque's tables are
+polars. The conversion happens here, once, at that boundary.
 """
 
 from __future__ import annotations
 
 import hashlib
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +96,20 @@ def log_table(frame: Any, artifact_file: str) -> None:
             frame.write_csv(path)
         parent = str(Path(artifact_file).parent)
         mlflow.log_artifact(str(path), None if parent == "." else parent)
+
+
+def log_mlflow_table(frame: Any, artifact_file: str) -> None:
+    """Log a polars (or pandas) table with `mlflow.log_table` (`artifact_file` ends in .json).
+
+    Why besides the CSV files: MLflow lists such a table on the run (tag
+    `mlflow.loggedArtifacts`), shows it in the UI's table views, and
+    `mlflow.load_table(artifact_file, run_ids=[...])` concatenates it across runs. MLflow
+    writes pandas' JSON (orient "split"): floats keep 10 decimals, nulls become NaN, and
+    reading it back infers types (a column of seed strings comes back as integers). The
+    table must be new in the run: MLflow appends to an existing `artifact_file`.
+    """
+    with warnings.catch_warnings():
+        # MLflow 3.17 looks for image columns with `select_dtypes(include=["object"])`, which
+        # pandas 3 answers with a deprecation warning per call when a table has strings
+        warnings.filterwarnings("ignore", message=".*'str' dtypes are included by select_dtypes")
+        mlflow.log_table(_pandas(frame), artifact_file)

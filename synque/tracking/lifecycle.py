@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from synque.config import config_hash, flat_params, to_container
 from synque.data.task import NO_GROUP
+from synque.tracking.notes import mark_model_development
 from synque.tracking.store import TAG, connect, ensure_experiment, experiment_name
 from synque.tracking.sweep import current_job
 
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two looks at a twin job (same config hash, another live process).
 TWIN_POLL_S = 2.0
+#: `synque.seed` of a run that reads every seed's runs (correlate, select).
+ALL_SEEDS = "all"
 
 
 def _alive(pid: int) -> bool:
@@ -77,9 +80,22 @@ def _sigterm_as_exception() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def without_seed(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config minus the top-level `seed` (what an aggregating run depends on)."""
+    data = to_container(cfg)
+    data.pop("seed", None)
+    return data
+
+
 @dataclass
 class StageRun:
-    """Lifecycle of one stage job: `with StageRun(cfg, ...) as job: with job.child(...)`."""
+    """Lifecycle of one stage job: `with StageRun(cfg, ...) as job: with job.child(...)`.
+
+    `aggregate=True` is for stages that read the runs of every seed (correlate, select): the
+    top-level `seed` is not theirs, so their run has `synque.seed=all`, no seed in its name,
+    and neither its config hash nor its params hold `seed` (a sweep over seeds does the
+    work once). The seeds a run did aggregate are the stage's to tag (`synque.seeds`).
+    """
 
     cfg: DictConfig
     stage: str
@@ -87,13 +103,18 @@ class StageRun:
     tags: dict[str, str] = field(default_factory=dict)
     dataset: str = "all"
     group: str = NO_GROUP
+    aggregate: bool = False
 
     def __post_init__(self) -> None:
         self.client = connect(self.cfg)
         self.experiment_id = ensure_experiment(self.client, experiment_name(self.task))
-        self.hash = config_hash(self.cfg)
+        mark_model_development(self.client, self.experiment_id)
+        self._view: DictConfig | dict[str, Any] = (
+            without_seed(self.cfg) if self.aggregate else self.cfg
+        )
+        self.hash = config_hash(self._view)
         self.force = bool(OmegaConf.select(self.cfg, "force", default=False))
-        seed = OmegaConf.select(self.cfg, "seed", default=None)
+        seed = ALL_SEEDS if self.aggregate else OmegaConf.select(self.cfg, "seed", default=None)
         # the Hydra job (sweep id, its files, its log), published by SweepCallback
         self.hydra_job = current_job()
         self.base_tags = {
@@ -237,7 +258,9 @@ class StageRun:
         self._signals = _sigterm_as_exception()
         self._signals.__enter__()
         seed = self.base_tags[f"{TAG}seed"]
-        name = f"{self.stage}-{self.task}" + (f"-seed{seed}" if seed != "none" else "")
+        name = f"{self.stage}-{self.task}" + (
+            f"-seed{seed}" if seed not in ("none", ALL_SEEDS) else ""
+        )
         self.run = mlflow.start_run(
             experiment_id=self.experiment_id,
             run_name=name,
@@ -254,8 +277,10 @@ class StageRun:
         )
         self._t0 = time.perf_counter()
         try:
-            mlflow.log_params(flat_params(self.cfg))
-            mlflow.log_dict(to_container(self.cfg), "config.yaml")  # the full resolved config
+            mlflow.log_params(flat_params(self._view))
+            # the full resolved config (an aggregating run's without the seed it does not use)
+            full = without_seed(self.cfg) if self.aggregate else to_container(self.cfg)
+            mlflow.log_dict(full, "config.yaml")
             if self.hydra_job is not None:
                 self.hydra_job.log_files_at_start(self.client, self.run.info.run_id)
             if self._skippable:
@@ -310,7 +335,7 @@ class StageRun:
         self, dataset: str, group: str = NO_GROUP, tags: Mapping[str, str] | None = None
     ) -> Iterator[Run]:
         """A nested run for one candidate set; FAILED (with the error) if the body raises."""
-        child_hash = config_hash(self.cfg, {"group": group, "dataset": dataset})
+        child_hash = config_hash(self._view, {"group": group, "dataset": dataset})
         run = mlflow.start_run(
             experiment_id=self.experiment_id,
             run_name=f"{dataset}" + ("" if group == NO_GROUP else f"@{group}"),
