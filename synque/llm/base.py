@@ -28,13 +28,17 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from tqdm.auto import tqdm
 
 from synque import SynqueError
 from synque.llm.cache import ResponseCache, lookup_key, request_key
 from synque.llm.choices import match_choice
+from synque.llm.images import key_view
+
+if TYPE_CHECKING:
+    from synque.llm.tracing import Tracer
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +190,11 @@ class LLMStats:
         return {prefix + k: float(v) for k, v in out.items()}
 
 
+def _describe(messages: Sequence[Message], params: Mapping[str, Any]) -> dict[str, Any]:
+    """A request's inputs as its trace span shows them (image parts by digest, no path)."""
+    return {"messages": key_view(list(messages)), **params}
+
+
 def text_messages(messages: Sequence[Message]) -> list[Message]:
     """Messages with list content joined to one string, for text-only backends.
 
@@ -232,6 +241,8 @@ class LLM:
     uses_cache: ClassVar[bool] = True
     #: Whether the backend can be sent image parts at all (see `check_inputs`).
     sees_images: ClassVar[bool] = False
+    #: Records MLflow traces of the requests (:mod:`synque.llm.tracing`); a stage sets it.
+    tracer: Tracer | None = None
 
     def __init__(
         self,
@@ -310,6 +321,7 @@ class LLM:
             progress=progress,
             check=lambda i, comp: completion_problem(requests[i], comp),
             judged=[r.choices is not None for r in requests],
+            describe=lambda i: _describe(requests[i].messages, requests[i].params()),
         )
 
     def score_choices(self, messages: Sequence[Message], choices: Sequence[str]) -> list[float]:
@@ -340,6 +352,7 @@ class LLM:
             tally=None,
             progress=progress,
             judged=[True] * len(keys),
+            describe=lambda i: _describe(messages_list[i], {"choices": choices}),
         )
 
     def record_invalid(self, n: int = 1) -> None:
@@ -381,6 +394,7 @@ class LLM:
         progress: bool,
         check: Callable[[int, Any], str | None] | None = None,
         judged: Sequence[bool] | None = None,
+        describe: Callable[[int], dict[str, Any]] | None = None,
     ) -> list[Any]:
         """Results by position: cache hits first, then one backend call per unique miss.
 
@@ -394,14 +408,25 @@ class LLM:
         `complete` by the caller, who reads the text (`record_invalid`). Positions marked in
         `judged` count towards the invalid-answer rate, which raises once it exceeds
         `max_invalid_rate` (why mid-batch: a broken judge stops before thousands of calls).
+
+        With a `tracer`, `describe(i)` gives request i's inputs for its span; a trace notes
+        each answer as it comes and is written once the batch is over.
         """
         results: list[Any] = [None] * len(keys)
         pending: dict[str, list[int]] = {}
+        traced = (
+            self.tracer.start(self, op, len(keys), describe)
+            if self.tracer is not None and describe is not None
+            else None
+        )
         for i, key in enumerate(keys):
+            looked = time.perf_counter()
             hit = self.cache.get(key) if self.cache is not None else None
             value = read(hit) if hit is not None else None
             if value is not None and (check is None or check(i, value) is None):
                 results[i] = value
+                if traced is not None:
+                    traced.cached(i, value, time.perf_counter() - looked)
             else:
                 pending.setdefault(key, []).append(i)
         hits = len(keys) - sum(len(v) for v in pending.values())
@@ -443,6 +468,8 @@ class LLM:
                 self._judged_invalid += rated if problem is not None else 0
             for i in positions:
                 results[i] = result
+            if traced is not None:
+                traced.done(positions, result, problem)
             bar.update(len(positions))
             if problem is not None:
                 log.debug("%s: invalid %s answer, not cached: %s", self.name, op, problem)
@@ -450,13 +477,21 @@ class LLM:
                     self._check_invalid_rate(problem)
 
         start = time.perf_counter()
+        if traced is not None:
+            traced.calls_begin()
+        failure: BaseException | None = None
         try:
             if todo:
                 compute([pending[k][0] for k in todo], done)
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
             with self._lock:
                 self.stats.seconds += time.perf_counter() - start
             bar.close()
+            if traced is not None:
+                traced.close(failure)
         missing = sum(r is None for r in results)
         if missing:
             raise RuntimeError(f"{self.name}: backend returned no result for {missing} request(s)")

@@ -24,6 +24,7 @@ from synque import SynqueError
 from synque.data.io import read_table, write_jsonl_atomic
 from synque.data.task import NO_GROUP
 from synque.llm import LLM, ChatRequest, build_llm, check_llm
+from synque.llm.tracing import stage_tracer
 from synque.tracking import StageRun, content_digest, log_dataset, log_llm_usage
 
 log = logging.getLogger(__name__)
@@ -157,12 +158,14 @@ def run_generate(cfg: DictConfig) -> None:
     real_texts = read_table(sample)["text"].to_list()
     name = OmegaConf.select(cfg, "task.name", default=None) or root.name
     check_llm(cfg.llm)  # a bad llm config fails here, before a run is opened
+    tracer = stage_tracer(cfg)  # and a bad tracking.traces
     job = StageRun(cfg, "generate", name, tags={"llm": str(cfg.llm.name)})
     if job.finished_run() is not None:
         log.info("generate %s: already FINISHED, skipped", name)
         return
     strategies = list(gcfg.strategies)[: gcfg.get("max_strategies") or None]
     with job, build_llm(cfg.llm, Path(cfg.paths.cache_dir)) as llm:
+        llm.tracer = tracer  # traces of its calls, in each strategy's run
         pairs = [(NO_GROUP, s) for s in strategies]
         for _, strategy in job.pending(pairs, f"generate {name}", unit="strategy"):
             kind = str(gcfg.strategies[strategy].kind)

@@ -3,7 +3,9 @@
 Per candidate set: its rubric (reused from a `rubric` run, compiled, or released with
 `llm=replay`), four judgments per synthetic and real example (or a seeded subsample), the
 raw and debiased scores, and the judgments table as `judgments.parquet` (image tasks: with
-the sha256 of each judged image, `image_sha256`).
+the sha256 of each judged image, `image_sha256`), plus a sample of it as the MLflow table
+`judgments_sample.json` (at most `SAMPLE_ROWS` rows, readable in the UI and with
+`mlflow.load_table` across runs).
 """
 
 from __future__ import annotations
@@ -18,8 +20,27 @@ from synque.lens import Rubric, judge_examples, judgments_from_released, lens_sc
 from synque.llm import LLM
 from synque.stages.rubric import llm_examples, rubric_for, run_llm_stage
 from synque.tracking import TAG, StageRun, log_inputs, log_llm_usage, log_table
+from synque.tracking.inputs import log_mlflow_table
 
 LENS_PROXIES = ("lens", "lens_raw", "lens_expected", "lens_raw_expected")
+#: Rows of `judgments_sample.json` at most (the whole table stays in `judgments.parquet`).
+SAMPLE_ROWS = 200
+
+
+def judgments_sample(judgments: pl.DataFrame, limit: int = SAMPLE_ROWS) -> pl.DataFrame:
+    """At most `limit` rows, as many synthetic as real where both sets have enough (a fixed
+    seed, so a rerun logs the same rows), in the table's order."""
+    if len(judgments) <= limit:
+        return judgments
+    sets = judgments["set"]
+    n_real = int((sets == "real").sum())
+    take_real = min(n_real, max(limit // 2, limit - (len(judgments) - n_real)))
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, count in (("synthetic", limit - take_real), ("real", take_real)):
+        where = np.flatnonzero((sets == name).to_numpy())
+        rows.append(rng.choice(where, size=count, replace=False))
+    return judgments[np.sort(np.concatenate(rows))]
 
 
 def subsample(frame: pl.DataFrame, limit: int | None, seed: int) -> tuple[pl.DataFrame, np.ndarray]:
@@ -107,6 +128,7 @@ def _lens_one(
             }
         )
         log_table(judgments, "judgments.parquet")
+        log_mlflow_table(judgments_sample(judgments), "judgments_sample.json")
         mlflow.log_text(rubric.to_json(), "rubric.json")
 
 

@@ -26,6 +26,7 @@ from synque.config import config_hash
 from synque.data.task import Task
 from synque.lens import RUBRIC_FIELDS, Prompts, Rubric, compile_rubric
 from synque.llm import LLM, ReplayLLM, build_llm, check_llm_inputs, image_part, llm_kind
+from synque.llm.tracing import stage_tracer
 from synque.stages.common import load_task
 from synque.tracking import TAG, StageRun, log_inputs, log_llm_usage
 
@@ -172,6 +173,7 @@ def run_llm_stage(cfg: DictConfig, stage: str, per_set: PerSet) -> None:
     if not replay:
         Prompts.from_config(cfg.prompts)
         configured_source(cfg)
+    tracer = stage_tracer(cfg)  # a bad tracking.traces fails here, before a model loads
     if task.modality == "image" and not released:
         task.preflight(seed, images=True)  # every image read before any run opens
     job = StageRun(cfg, stage, task.name, tags={"llm": str(cfg.llm.name)})
@@ -182,6 +184,8 @@ def run_llm_stage(cfg: DictConfig, stage: str, per_set: PerSet) -> None:
         # the model loads before the run opens: a model that cannot load leaves no run
         cache_dir = Path(cfg.paths.cache_dir)
         llm = None if released else stack.enter_context(build_llm(cfg.llm, cache_dir))
+        if llm is not None:
+            llm.tracer = tracer  # traces of its calls, in each candidate set's run
         with job:
             for group, name in job.pending(task.pairs(), f"{stage} {task.name} seed={seed}"):
                 per_set(job, cfg, llm, task, group, name)
