@@ -35,9 +35,17 @@ class SentimentTask(Task):
 
 
 class Text2SQLTask(Task):
-    """BIRD-style text-to-SQL: group = database."""
+    """BIRD-style text-to-SQL: group = database.
+
+    The SQLite databases are not released with the data; `db_root` names BIRD's databases
+    folder (`<db_root>/<db_id>/<db_id>.sqlite`), which `train=lora` executes queries on.
+    """
 
     native_metric = "exec_accuracy"
+
+    def __init__(self, root: str | Path, db_root: str | Path | None = None, **options: object):
+        super().__init__(root, **options)  # type: ignore[arg-type]
+        self.db_root = Path(str(db_root)).expanduser().resolve() if db_root else None
 
     def _all_groups(self) -> list[str]:
         return sorted(

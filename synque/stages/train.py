@@ -2,8 +2,9 @@
 
 `cfg.train` names a trainer component (`_target_`): a model trained on each candidate set and
 tested on the task's labeled real test set (`train=classifier`, `probe`, `resnet50`,
-`small_cnn`), or performance recorded elsewhere (`train=recorded`). The stage only wires the
-component to the run lifecycle; which kind of number it is, is the component's business.
+`small_cnn`; `lora` fine-tunes a causal LM and scores its answers), or performance recorded
+elsewhere (`train=recorded`). The stage only wires the component to the run lifecycle; which
+kind of number it is, is the component's business.
 """
 
 from __future__ import annotations
@@ -57,3 +58,6 @@ def log_result(task: Task, group: str, name: str, seed: int, result: TrainResult
         mlflow.log_params(result.params)
     if result.device:
         mlflow.set_tag(f"{TAG}device", result.device)
+    # folders a trainer hands back (a LoRA adapter, predictions): {artifact path: local folder}
+    for where, folder in (getattr(result, "artifacts", None) or {}).items():
+        mlflow.log_artifacts(str(folder), artifact_path=where)
