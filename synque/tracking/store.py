@@ -143,7 +143,17 @@ def _ensure_experiment(client: MlflowClient, name: str) -> str:
         exp = client.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
-        return client.create_experiment(name, artifact_location=location)
+        try:
+            return client.create_experiment(name, artifact_location=location)
+        except MlflowException as exc:
+            # Parallel jobs against a server have no shared lock: one of them wins
+            # the unique name, and the others take the experiment it created.
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
 
 
 def experiment_name(task_name: str) -> str:
