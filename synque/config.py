@@ -17,6 +17,16 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 UNHASHED_KEYS = ("paths", "tracking", "hydra", "force", "progress")
 #: Keys every stage depends on; a stage adds the groups it reads with `stage.uses`.
 STAGE_KEYS = ("stage", "task", "seed")
+#: Settings added after runs were logged, with the default that means "as before": left out of
+#: the hash (and the params) while they hold it, so upgrading never re-runs a finished job.
+#: A dotted path names a nested node (`proxy.pad`).
+LATE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "task": {"text_field": None},
+    "embedder": {"backend": "fp32"},
+    "llm": {"score_batch_tokens": 512},
+    "proxy.pad": {"noise_seeds": 1},
+    "proxy.mauve": {"noise_seeds": 1},
+}
 
 
 def project_root() -> Path:
@@ -47,11 +57,26 @@ def stage_view(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     Why: changing the LLM must not invalidate finished embedding runs, and a run's params
     should show what it used, not every group of the app.
     """
-    data = to_container(cfg)
+    data = _without_late_defaults(to_container(cfg))
     uses = (data.get("stage") or {}).get("uses")
     if uses is None:
         return {k: v for k, v in data.items() if k not in UNHASHED_KEYS}
     return {k: data[k] for k in (*STAGE_KEYS, *uses) if k in data}
+
+
+def _without_late_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` without the `LATE_DEFAULTS` settings that still hold their default."""
+    for path, defaults in LATE_DEFAULTS.items():
+        *parents, name = path.split(".")
+        holder: Any = data
+        for part in parents:
+            holder = holder.get(part) if isinstance(holder, dict) else None
+        node = holder.get(name) if isinstance(holder, dict) else None
+        if isinstance(node, dict):
+            holder[name] = {
+                k: v for k, v in node.items() if not (k in defaults and v == defaults[k])
+            }
+    return data
 
 
 def config_hash(cfg: DictConfig | Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> str:

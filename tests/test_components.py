@@ -72,7 +72,7 @@ def test_every_component_group_answers_a_typo(
 
 def test_cli_typo_exits_with_one_line(cli) -> None:
     proc = cli("+experiment=sentiment_repr", "+embedder.batch_sise=3", check=False)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a command-line mistake
     assert (
         "synque: error: embedder.batch_sise: unknown key; did you mean batch_size?" in proc.stderr
     )

@@ -18,10 +18,30 @@ from synque.analysis.correlation import (
 )
 from synque.analysis.plots import correlation_plots, interval_error_bars
 from synque.analysis.report import print_ranking, print_summary
+from synque.analysis.rules import (
+    AgreementRank,
+    MeanRank,
+    MedianRank,
+    SelectionRule,
+    SingleProxy,
+    WeightedRank,
+    build_rules,
+    rank_with_rule,
+    rule_values,
+)
 from synque.analysis.selection import best_per_group, rank_candidates
 
 __all__ = [
     "COEFFICIENTS",
+    "AgreementRank",
+    "MeanRank",
+    "MedianRank",
+    "SelectionRule",
+    "SingleProxy",
+    "WeightedRank",
+    "build_rules",
+    "rank_with_rule",
+    "rule_values",
     "MIN_SETS",
     "batched_correlations",
     "best_per_group",

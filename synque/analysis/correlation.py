@@ -158,6 +158,67 @@ def _group_arrays(part: pl.DataFrame, datasets: list[str]) -> list[tuple[np.ndar
     return arrays
 
 
+def draw_counts(idx: np.ndarray) -> np.ndarray:
+    """(B, n) counts: how many times each of n sets is in each row of resample indices."""
+    n_boot, n = idx.shape
+    flat = (idx + n * np.arange(n_boot)[:, None]).ravel()
+    return np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n).astype(float)
+
+
+def _quadratic(counts: np.ndarray, mats: np.ndarray) -> np.ndarray:
+    """c_b^T M_s c_b for every resample b (rows of counts) and matrix s: (B, S)."""
+    n_mats, n, _ = mats.shape
+    left = counts @ mats.transpose(1, 0, 2).reshape(n, n_mats * n)
+    return (left.reshape(-1, n_mats, n) * counts[:, None, :]).sum(axis=2)
+
+
+def _resampled_ranks(v: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(B, S, n): the average rank (as scipy's) set k would have in resample b of seed s:
+    the drawn values below it, plus half of the drawn values equal to it, plus a half."""
+    n_seeds, n = v.shape
+    below = (v[:, None, :] < v[:, :, None]) + 0.5 * (v[:, None, :] == v[:, :, None])
+    return (counts @ below.transpose(2, 0, 1).reshape(n, n_seeds * n)).reshape(-1, n_seeds, n) + 0.5
+
+
+def _weighted_pearson(a: np.ndarray, b: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Pearson of (B, S, n) values where set k counts `counts[b, k]` times: (B, S)."""
+    w = counts[:, None, :]
+    n = counts[0].sum()
+    da = a - (w * a).sum(axis=2, keepdims=True) / n
+    db = b - (w * b).sum(axis=2, keepdims=True) / n
+    cov = (w * da * db).sum(axis=2)
+    den = np.sqrt((w * da * da).sum(axis=2) * (w * db * db).sum(axis=2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, cov / den, np.nan)
+
+
+def resampled_correlations(
+    x: np.ndarray, y: np.ndarray, counts: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The three coefficients of every resample and seed, from draw counts: (B, S) each.
+
+    `x`, `y` are (S, n) (one row per seed, NaN-free), `counts` (B, n). Equal to
+    `batched_correlations(x[s][idx], y[s][idx])` (to float rounding; tested) but a
+    resample's pairwise sign sums and average ranks are linear in its counts, so every seed
+    and resample costs a few matrix products instead of B sign arrays of n x n per seed:
+    this is what keeps correlate fast on large studies.
+    """
+    sx = np.sign(x[:, :, None] - x[:, None, :])
+    sy = np.sign(y[:, :, None] - y[:, None, :])
+    concord = _quadratic(counts, sx * sy)
+    denom = np.sqrt(_quadratic(counts, sx * sx) * _quadratic(counts, sy * sy))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kendall = np.where(denom > 0, concord / denom, np.nan)
+    shape = (counts.shape[0], *x.shape)
+    return {
+        "spearman": _weighted_pearson(
+            _resampled_ranks(x, counts), _resampled_ranks(y, counts), counts
+        ),
+        "kendall": kendall,
+        "pearson": _weighted_pearson(np.broadcast_to(x, shape), np.broadcast_to(y, shape), counts),
+    }
+
+
 def bootstrap(
     part: pl.DataFrame, n_boot: int, confidence: float, rng: np.random.Generator
 ) -> dict[str, tuple[float, float]]:
@@ -165,6 +226,8 @@ def bootstrap(
 
     `part` is one proxy's rows of `join_performance` (sorted): groups are visited in name
     order and each group's sets are indexed in name order, so a seed gives the same CIs.
+    Within a group every seed is resampled with the same draw; a resample's coefficient is
+    the mean over seeds, then over groups, as the headline is.
     """
     if n_boot <= 0:
         return {}
@@ -174,15 +237,19 @@ def bootstrap(
         if len(datasets) < MIN_SETS:
             continue
         idx = rng.integers(0, len(datasets), size=(n_boot, len(datasets)))
-        seed_coefs = [
-            batched_correlations(x[idx], y[idx]) for x, y in _group_arrays(gpart, datasets)
-        ]
-        if seed_coefs:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                per_group.append(
-                    {k: np.nanmean([c[k] for c in seed_coefs], axis=0) for k in COEFFICIENTS}
-                )
+        arrays = _group_arrays(gpart, datasets)
+        if not arrays:
+            continue
+        x = np.stack([a for a, _ in arrays])
+        y = np.stack([b for _, b in arrays])
+        if np.isnan(y).any():  # a missing performance: resample the seeds one by one
+            seed_coefs = [batched_correlations(xs[idx], ys[idx]) for xs, ys in arrays]
+            coefs = {k: np.stack([c[k] for c in seed_coefs], axis=1) for k in COEFFICIENTS}
+        else:
+            coefs = resampled_correlations(x, y, draw_counts(idx))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            per_group.append({k: np.nanmean(coefs[k], axis=1) for k in COEFFICIENTS})
     if not per_group:
         return {}
     alpha = (1 - confidence) / 2
@@ -198,7 +265,8 @@ def bootstrap(
 
 def top_k_means(part: pl.DataFrame, top_ks: list[int], higher_is_better: bool) -> dict[str, float]:
     """One proxy's top-k and oracle top-k (and the mean of all sets), averaged like the
-    headline: per (group, seed), then mean over seeds, then over groups."""
+    headline: per (group, seed), then mean over seeds, then over groups; `regret<k>` is the
+    oracle top-k minus the top-k (0 = the proxy picks as well as the labels would)."""
     rows = []
     for (group, _), gs in part.group_by("group", "seed", maintain_order=True):
         v, p = gs["value"].to_numpy().astype(float), gs["performance"].to_numpy().astype(float)
@@ -209,7 +277,10 @@ def top_k_means(part: pl.DataFrame, top_ks: list[int], higher_is_better: bool) -
     columns = [c for c in rows[0] if c != "group"]
     means = pl.DataFrame(rows).group_by("group", maintain_order=True).agg(pl.col(columns).mean())
     means = means.select(columns)
-    return means.mean().row(0, named=True)
+    out = means.mean().row(0, named=True)
+    for k in top_ks:  # what choosing by this proxy costs against choosing with the labels
+        out[f"regret{k}"] = out[f"top{k}_oracle"] - out[f"top{k}"]
+    return out
 
 
 def summarize(

@@ -3,11 +3,13 @@ and as short Markdown for MLflow's run and experiment descriptions (`mlflow.note
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 
 import polars as pl
 
 from synque.analysis.plots import fmt
+from synque.analysis.rules import RULE_PREFIX
 
 WIDTH = 160
 #: Characters of one Markdown note at most: MLflow keeps 8000 per run tag and 20000 per
@@ -15,19 +17,29 @@ WIDTH = 160
 NOTE_BUDGET = 7000
 
 
-def print_summary(summary: pl.DataFrame, title: str, top_ks: list[int]) -> None:
-    """Headline coefficients, the Spearman CI and top-k vs. oracle, one row per proxy."""
+def print_summary(
+    summary: pl.DataFrame, title: str, top_ks: list[int], run_id: str | None = None
+) -> None:
+    """Headline coefficients, the Spearman CI, top-k vs. oracle and the top-k regret, one row
+    per proxy; selection rules (`rule:<name>` rows) follow the proxies under a rule line."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
+    caption = f"run {run_id[:8]}" if run_id else None
+    table = Table(title=title, caption=caption)
     for col in ("proxy", "spearman", "kendall", "pearson"):
         table.add_column(col, justify="left" if col == "proxy" else "right")
     table.add_column("spearman CI", justify="right")
     for k in top_ks:
         table.add_column(f"top-{k} / oracle", justify="right")
     table.add_column("mean all", justify="right")
-    for row in summary.iter_rows(named=True):
+    regrets = [k for k in top_ks if f"regret{k}" in summary.columns]
+    for k in regrets:
+        table.add_column(f"regret-{k}", justify="right")
+    is_rule = summary["proxy"].str.starts_with(RULE_PREFIX)
+    ordered = pl.concat([summary.filter(~is_rule), summary.filter(is_rule)])
+    n_proxies = int((~is_rule).sum())
+    for i, row in enumerate(ordered.iter_rows(named=True)):
         lo, hi = row.get("spearman_lo"), row.get("spearman_hi")
         ci = "-" if lo is None or hi is None else f"[{lo:.2f}, {hi:.2f}]"
         tops = [f"{fmt(row[f'top{k}'])} / {fmt(row[f'top{k}_oracle'])}" for k in top_ks]
@@ -39,29 +51,36 @@ def print_summary(summary: pl.DataFrame, title: str, top_ks: list[int]) -> None:
             ci,
             *tops,
             fmt(row["mean_all"]),
+            *(fmt(row.get(f"regret{k}")) for k in regrets),
+            end_section=i == n_proxies - 1 and n_proxies < ordered.height,
         )
     Console(width=WIDTH).print(table)
 
 
-def print_ranking(ranking: pl.DataFrame, task: str, top: int) -> None:
-    """Per group: the `top` best candidate sets with their mean rank per proxy, then the pick."""
+def print_ranking(ranking: pl.DataFrame, task: str, top: int, rule: str = "mean rank") -> None:
+    """Per group: the `top` best candidate sets with their mean rank per proxy, then the pick.
+
+    Every rank is shown with two decimals (a mean over seeds is rarely whole), and the title
+    stays short so it never wraps on an 80-column terminal; the detail is in the caption.
+    """
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=WIDTH)
+    # a terminal gets its own width (rich folds long set names inside their cell instead of
+    # the terminal breaking every line); logs and pipes get the wide layout
+    console = Console(width=None if sys.stdout.isatty() else WIDTH)
     proxies = [c[5:] for c in ranking.columns if c.startswith("rank.") and c != "rank.combined"]
+    caption = f"rank per proxy: mean over seeds, 1 = best; combined: {rule}"
     for (group,), part in ranking.group_by("group", maintain_order=True):
-        title = f"synque-{task}: candidate sets ranked (mean rank per proxy; 1 = best)" + (
-            "" if group == "all" else f" ({group})"
-        )
-        table = Table(title=title)
+        title = f"synque-{task}: ranked sets" + ("" if group == "all" else f" ({group})")
+        table = Table(title=title, caption=caption)
         table.add_column("#", justify="right")
-        table.add_column("dataset")
-        table.add_column("combined rank", justify="right")
+        table.add_column("dataset", overflow="fold")  # a set's name is never cut
+        table.add_column("combined", justify="right")
         for proxy in proxies:
             table.add_column(proxy, justify="right")
         for row in part.head(top).iter_rows(named=True):
-            cells = [fmt(row[f"rank.{p}"], "g") for p in proxies]  # values are in ranking.csv
+            cells = [fmt(row[f"rank.{p}"], ".2f") for p in proxies]  # values: ranking.csv
             table.add_row(
                 fmt(row["position"], "d"),
                 str(row["dataset"]),
@@ -167,9 +186,11 @@ def _firsts(part: pl.DataFrame, column: str) -> str:
     return names + (f" (+{len(best) - 2} tied)" if len(best) > 2 else "")
 
 
-def ranking_markdown(ranking: pl.DataFrame, *, task: str, seeds: Iterable[str]) -> str:
+def ranking_markdown(
+    ranking: pl.DataFrame, *, task: str, seeds: Iterable[str], rule: str = "mean rank"
+) -> str:
     """The select recommendation as Markdown: a title line, then per group the set ranked
-    first by the combined rank and by each proxy alone."""
+    first by the combined rank (combined by `rule`) and by each proxy alone."""
     proxies = [c[5:] for c in ranking.columns if c.startswith("rank.") and c != "rank.combined"]
     parts = ranking.group_by("group", maintain_order=True)
     n_groups = ranking["group"].n_unique()
@@ -186,7 +207,7 @@ def ranking_markdown(ranking: pl.DataFrame, *, task: str, seeds: Iterable[str]) 
         cells += [_firsts(part, f"rank.{p}") for p in proxies]
         rows.append(([str(group)] if n_groups > 1 else []) + cells)
     foot = [
-        "Each proxy ranks the sets per seed (its own direction); combined = mean rank over "
-        "proxies and seeds. No performance labels used."
+        "Each proxy ranks the sets per seed (its own direction), ranks are averaged over "
+        f"seeds; combined: {rule}. No performance labels of this task used."
     ]
     return _fit(head, _table(header, [":--"] * len(header), rows), foot, "ranking.csv")

@@ -35,6 +35,8 @@ def detect_modality(root: Path) -> str:
 class FolderTask(Task):
     """Candidate sets are the entries of `synthetic/`; the real sample is used whole by default."""
 
+    root_hint = "set task.root to your task folder (README: Your own data)"
+
     def __init__(self, root: str | Path, **options: object) -> None:
         super().__init__(root, **options)  # type: ignore[arg-type]
         if not (self.root / "synthetic").is_dir():
@@ -55,6 +57,15 @@ class FolderTask(Task):
         if self.modality == "image":
             return {p.name: p for p in entries if p.is_dir() and not p.name.startswith(".")}
         return {p.stem: p for p in entries if p.suffix.lower() in SUFFIXES and p.is_file()}
+
+    def candidates(self, group: str) -> list[str]:
+        if not self._candidate_files(group):  # say what a candidate set looks like
+            kind = "image folders" if self.modality == "image" else ".jsonl/.csv/.parquet files"
+            raise SynqueError(
+                f"task folder {self.root}: synthetic/ holds no candidate sets "
+                f"(one set per file: {kind}); put them there or fix task.root"
+            )
+        return super().candidates(group)
 
     def _real_file(self, stem: str) -> Path | None:
         if self.modality == "image":

@@ -21,6 +21,7 @@ import polars as pl
 from synque import SynqueError
 from synque.data.images import ImageChecker, list_image_set
 from synque.data.io import read_csv, read_json, read_table
+from synque.errors import UsageError
 
 NO_GROUP = "all"
 RELEASED_SEEDS = (42, 43, 44, 45, 46)
@@ -46,6 +47,16 @@ class Template:
         ]
 
 
+def _field_template(field: str) -> str:
+    """The template of one field, refusing names a template could not hold."""
+    if not re.fullmatch(r"\w+", str(field)):
+        raise UsageError(  # a bad value on the command line: exit code 2
+            f"task.text_field={field}: a field name is letters, digits and _ "
+            "(for more than one field use task.text_template)"
+        )
+    return "{" + str(field) + "}"
+
+
 def _as_text(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
@@ -63,12 +74,15 @@ class Task(ABC):
     native_metric: str = "task_performance"
     #: "text" or "image": what an example is (image tasks carry an `image` column too).
     modality: str = "text"
+    #: What to do when the data folder is missing (the paper's tasks live under SYNQUE_DATA).
+    root_hint: str = "set SYNQUE_DATA to the paper's released data folder (or task.root)"
 
     def __init__(
         self,
         root: str | Path,
         name: str | None = None,
         text_template: str = "{text}",
+        text_field: str | None = None,
         label_field: str | None = "label",
         groups: Sequence[str] | None = None,
         candidates: Sequence[str] | None = None,
@@ -81,7 +95,8 @@ class Task(ABC):
     ) -> None:
         self.root = Path(str(root)).expanduser().resolve()
         self.name: str = str(name) if name else self.root.name
-        self.template = Template(str(text_template))
+        # `text_field=review` is `text_template='{review}'` without braces a shell can break
+        self.template = Template(_field_template(text_field) if text_field else str(text_template))
         self.label_field = label_field
         self.wanted_groups = list(groups) if groups else None
         self.wanted_candidates = list(candidates) if candidates else None
@@ -94,7 +109,9 @@ class Task(ABC):
         self._images = ImageChecker()
         self._loaded: dict[tuple[str, int | None], pl.DataFrame] = {}
         if not self.root.is_dir():
-            raise SynqueError(f"task {self.name}: data folder {self.root} not found")
+            raise SynqueError(
+                f"task {self.name}: data folder {self.root} not found; {self.root_hint}"
+            )
 
     # subclasses -----------------------------------------------------------------------
     def _all_groups(self) -> list[str]:

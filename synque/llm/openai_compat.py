@@ -80,7 +80,8 @@ def describe_error(err: BaseException, timeout: float) -> str:
     if isinstance(err, openai.APIConnectionError):
         cause = err.__cause__ or err.__context__
         why = " ".join(str(cause).split())[:120] if cause is not None else ""
-        return f"cannot connect ({why or type(cause).__name__})"
+        # a connection that never opens: a wrong address or a stopped server
+        return f"cannot connect to llm.base_url ({why or type(cause).__name__})"
     if isinstance(err, openai.APIStatusError):
         code = err.status_code
         try:

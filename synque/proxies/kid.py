@@ -7,9 +7,13 @@ comparable; averaging over random equal-size subsets is the usual protocol (Bink
 Why quadratic forms: the subsets overlap heavily (100 subsets of 1000 from a few thousand
 points), so recomputing each subset's kernel matrices repeats the same dot products 100 times.
 With the subsets as 0/1 indicator rows W, every subset's kernel sum is one row of
-diag(W K W^T), and K is computed once, in row blocks (memory O(block_size * n)).  For sets much
+diag(W K W^T), and K is computed once, in block_size x block_size tiles.  For sets much
 larger than the subsets the whole K costs more than the subsets' kernels, so those are
 computed per subset instead; the cheaper of the two is chosen by counting kernel entries.
+
+Memory: the inputs stay in their own dtype; only a tile's rows (or one subset) are converted to
+float64, so 100k x 100k float32 sets cost the subsets' kernels (3 x subset_size^2 float64,
+24 MB at 1000), never a float64 copy of a whole set.
 """
 
 from __future__ import annotations
@@ -20,19 +24,39 @@ from synque.proxies.registry import register
 
 
 def _cubic_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """k(a, b) = (a.b / dim + 1)^3, the KID kernel."""
-    return (a @ b.T / a.shape[1] + 1.0) ** 3
+    """k(a, b) = (a.b / dim + 1)^3, the KID kernel, built in place (two tiles at the peak)."""
+    tile = a @ b.T
+    tile /= a.shape[1]
+    tile += 1.0
+    square = tile * tile
+    tile *= square
+    return tile
+
+
+def _f64(a: np.ndarray) -> np.ndarray:
+    """float64 view or copy of a slice: the kernel's dot products are never taken in float32."""
+    return np.asarray(a, dtype=np.float64)
 
 
 def _weighted_kernel_sums(
     a: np.ndarray, b: np.ndarray, wa: np.ndarray, wb: np.ndarray, block_size: int
 ) -> np.ndarray:
-    """wa[s] K(a, b) wb[s]^T for every subset s (rows of the indicators), K in row blocks of a."""
+    """wa[s] K(a, b) wb[s]^T for every subset s (rows of the indicators), K in square tiles."""
     sums = np.zeros(len(wa))
-    for start in range(0, len(a), block_size):
-        stop = start + block_size
-        sums += np.einsum("is,si->s", _cubic_kernel(a[start:stop], b) @ wb.T, wa[:, start:stop])
+    for i in range(0, len(a), block_size):
+        rows = _f64(a[i : i + block_size])
+        for j in range(0, len(b), block_size):
+            tile = _cubic_kernel(rows, _f64(b[j : j + block_size]))
+            weighted = tile @ wb[:, j : j + block_size].T
+            del tile  # freed before the next tile is built: two tiles at the peak, not three
+            sums += np.einsum("is,si->s", weighted, wa[:, i : i + block_size])
     return sums
+
+
+def _cubic_diagonal(a: np.ndarray, block_size: int) -> np.ndarray:
+    """k(a_i, a_i) for every row, in float64 row blocks."""
+    blocks = [_f64(a[i : i + block_size]) for i in range(0, len(a), block_size)]
+    return np.concatenate([(np.einsum("ij,ij->i", c, c) / a.shape[1] + 1.0) ** 3 for c in blocks])
 
 
 def _unbiased_mmd2(
@@ -40,9 +64,7 @@ def _unbiased_mmd2(
 ) -> np.ndarray:
     """Unbiased MMD^2 of every subset given as indicator rows (diagonals of Kxx, Kyy dropped)."""
     size = wx[0].sum()
-    dim = x.shape[1]
-    diag_x = (np.einsum("ij,ij->i", x, x) / dim + 1.0) ** 3
-    diag_y = (np.einsum("ij,ij->i", y, y) / dim + 1.0) ** 3
+    diag_x, diag_y = _cubic_diagonal(x, block_size), _cubic_diagonal(y, block_size)
     pairs = size * (size - 1)
     xx = (_weighted_kernel_sums(x, x, wx, wx, block_size) - wx @ diag_x) / pairs
     yy = (_weighted_kernel_sums(y, y, wy, wy, block_size) - wy @ diag_y) / pairs
@@ -78,7 +100,9 @@ def subset_values(
         wy = _indicators([iy for _, iy in draws], n_y)
         return _unbiased_mmd2(x, y, wx, wy, block_size)
     ones = np.ones((1, size))
-    return np.array([_unbiased_mmd2(x[ix], y[iy], ones, ones, block_size)[0] for ix, iy in draws])
+    return np.array(
+        [_unbiased_mmd2(_f64(x[ix]), _f64(y[iy]), ones, ones, block_size)[0] for ix, iy in draws]
+    )
 
 
 @register("kid", higher_is_better=False)
@@ -102,8 +126,7 @@ def kid(
         raise ValueError(f"n_subsets must be >= 1, got {n_subsets}")
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
-    x = np.asarray(synth, dtype=np.float64)
-    y = np.asarray(real, dtype=np.float64)
+    x, y = np.asarray(synth), np.asarray(real)  # converted to float64 per tile or subset
     n_x, n_y = len(x), len(y)
     size = min(int(subset_size), n_x, n_y)
     if size < 2:

@@ -7,7 +7,7 @@ import numpy as np
 from synque.proxies.registry import register
 
 
-@register("mauve", higher_is_better=True)
+@register("mauve", higher_is_better=True, noise="seed")
 def mauve_score(
     synth: np.ndarray,
     real: np.ndarray,

@@ -38,7 +38,7 @@ def _pad_from_probs(p: np.ndarray, y: np.ndarray) -> float:
     return 2.0 * (1.0 - 2.0 * err)
 
 
-@register("pad", higher_is_better=False)
+@register("pad", higher_is_better=False, noise="split_seed")
 def pad(
     synth: np.ndarray,
     real: np.ndarray,

@@ -14,10 +14,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PROXIES", "ProxySpec", "ProxyWarning", "compute_proxy", "register"]
+__all__ = [
+    "PROXIES",
+    "ProxySpec",
+    "ProxyWarning",
+    "compute_proxy",
+    "compute_proxy_repeats",
+    "register",
+]
 
 # Keys that describe a proxy in the config but are not arguments of its function.
-CONFIG_ONLY_KEYS = frozenset({"name", "higher_is_better", "variant"})
+CONFIG_ONLY_KEYS = frozenset({"name", "higher_is_better", "variant", "noise_seeds"})
 
 
 class ProxyWarning(UserWarning):
@@ -35,18 +42,27 @@ class ProxySpec:
     name: str
     fn: Callable[..., float]
     higher_is_better: bool
+    #: The keyword whose value draws the proxy's randomness ("seed", "split_seed"), or None
+    #: for a deterministic proxy; `compute_proxy_repeats` varies it to measure the noise.
+    noise: str | None = None
 
 
 PROXIES: dict[str, ProxySpec] = {}
 
 
-def register(name: str, higher_is_better: bool) -> Callable[[Callable[..., float]], Callable]:
-    """Add a proxy function to ``PROXIES`` so configs can refer to it by ``name``."""
+def register(
+    name: str, higher_is_better: bool, noise: str | None = None
+) -> Callable[[Callable[..., float]], Callable]:
+    """Add a proxy function to ``PROXIES`` so configs can refer to it by ``name``.
+
+    ``noise`` names the keyword that seeds the proxy's own randomness (k-means, a split), so
+    the option ``noise_seeds`` can repeat it and tell a real difference from a lucky draw.
+    """
 
     def decorator(fn: Callable[..., float]) -> Callable[..., float]:
         if name in PROXIES:
             raise ValueError(f"proxy {name!r} is already registered")
-        PROXIES[name] = ProxySpec(name=name, fn=fn, higher_is_better=higher_is_better)
+        PROXIES[name] = ProxySpec(name=name, fn=fn, higher_is_better=higher_is_better, noise=noise)
         return fn
 
     return decorator
@@ -105,8 +121,26 @@ def check_proxy_config(name: str, params: Mapping[str, Any]) -> None:
     """Validate a proxy's name and options without computing it (before any heavy work)."""
     if name not in PROXIES:
         raise ValueError(f"unknown proxy {name!r}; known proxies: {sorted(PROXIES)}")
-    kwargs = {k: v for k, v in _plain_params(params).items() if k not in CONFIG_ONLY_KEYS}
+    plain = _plain_params(params)
+    kwargs = {k: v for k, v in plain.items() if k not in CONFIG_ONLY_KEYS}
     _check_params(PROXIES[name], kwargs)
+    noise_seeds(name, plain)
+
+
+def noise_seeds(name: str, params: Mapping[str, Any]) -> int:
+    """How often to compute the proxy with a different noise seed (the `noise_seeds` option).
+
+    Why refuse more than one for a deterministic proxy: its repeats would be identical and a
+    standard deviation of 0 would read as "no noise measured" rather than "none possible".
+    """
+    value = _plain_params(params).get("noise_seeds", 1)
+    if value is None:
+        return 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"noise_seeds must be an integer >= 1, got {value!r}")
+    if value > 1 and PROXIES[name].noise is None:
+        raise ValueError(f"proxy {name!r} has no random part; noise_seeds must be 1")
+    return value
 
 
 def compute_proxy(
@@ -124,3 +158,40 @@ def compute_proxy(
     _check_params(spec, kwargs)
     s, r = _validate_inputs(synth, real)
     return float(spec.fn(s, r, seed=seed, **kwargs))
+
+
+def compute_proxy_repeats(
+    name: str,
+    synth: np.ndarray,
+    real: np.ndarray,
+    params: Mapping[str, Any],
+    seed: int = 42,
+) -> list[float]:
+    """The proxy computed `noise_seeds` times, its noise seed counting up from the configured one.
+
+    The first value is exactly `compute_proxy(...)`, so `noise_seeds: 1` keeps today's numbers;
+    the spread of the others is the proxy's own noise (MAUVE's k-means, PAD's split), which
+    `select` needs to tell a real difference between candidate sets from a lucky draw.
+    """
+    if name not in PROXIES:
+        raise ValueError(f"unknown proxy {name!r}; known proxies: {sorted(PROXIES)}")
+    spec = PROXIES[name]
+    plain = _plain_params(params)
+    repeats = noise_seeds(name, plain)
+    kwargs = {k: v for k, v in plain.items() if k not in CONFIG_ONLY_KEYS}
+    _check_params(spec, kwargs)
+    s, r = _validate_inputs(synth, real)
+    values = []
+    for i in range(repeats):
+        opts, run_seed = dict(kwargs), seed
+        if i and spec.noise == "seed":
+            run_seed = seed + i
+        elif i and spec.noise is not None:
+            opts[spec.noise] = int(kwargs.get(spec.noise, _default(spec, spec.noise))) + i
+        values.append(float(spec.fn(s, r, seed=run_seed, **opts)))
+    return values
+
+
+def _default(spec: ProxySpec, keyword: str) -> Any:
+    """The function's default for `keyword` (the base noise seed when the config omits it)."""
+    return inspect.signature(spec.fn).parameters[keyword].default

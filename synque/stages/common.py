@@ -21,3 +21,14 @@ def open_embedder(cfg: DictConfig) -> Embedder:
     return build(
         cfg.embedder, "embedder", cache_dir=Path(cfg.paths.cache_dir), progress=bool(cfg.progress)
     )
+
+
+def embedder_label(cfg: DictConfig) -> str:
+    """The `synque.embedder` tag: the model, plus the backend when it is not the fp32 reference.
+
+    Readers keep the newest run per embedder, so a bf16 run must not carry the fp32 run's
+    label: it would silently replace the reference values instead of standing beside them.
+    """
+    backend = str(cfg.embedder.get("backend") or "fp32")
+    model = str(cfg.embedder.model)
+    return model if backend == "fp32" else f"{model}+{backend}"

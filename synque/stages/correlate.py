@@ -4,7 +4,10 @@ Reads proxy and performance runs back from MLflow (`synque.tracking.read`), comp
 tables with `synque.analysis` and logs them: `correlations.csv`, `summary.csv` (and the same
 tables as MLflow tables, `correlations.json`, `summary.json`), metrics `<coef>.<proxy>`,
 figures under `plots/`, and the headline table as Markdown in the run's and the experiment's
-description. A plot or a note that cannot be made leaves the tag `synque.warning.plots` or
+description. The selection rules of `stage.rules` are scored like proxies (`rule:<name>`:
+coefficients, top-k and regret) into `rules.csv` / `rules.json` and metrics
+`<coef>.rule.<name>`, shown beside the proxies; `summary.csv` stays the proxies' own table.
+A plot or a note that cannot be made leaves the tag `synque.warning.plots` or
 `synque.warning.note` instead of failing the run: the tables are the result.
 
 The run aggregates every seed: it has no seed of its own (`synque.seed=all`, the seeds read
@@ -31,6 +34,7 @@ from synque.analysis import (
 )
 from synque.analysis.plots import DPI, correlation_figures
 from synque.analysis.report import seed_list, summary_markdown
+from synque.analysis.rules import all_rule_values, build_rules, stage_rule_nodes
 from synque.stages.common import load_task
 from synque.tracking import TAG, StageRun, log_table
 from synque.tracking.inputs import log_mlflow_table
@@ -48,8 +52,9 @@ BOOTSTRAP_SEED = 42
 
 
 def metric_key(proxy: str) -> str:
-    """MLflow metric names cannot hold '@': `pad@xgboost` -> `pad.xgboost`."""
-    return proxy.replace("@", ".")
+    """MLflow metric names cannot hold '@' or ':': `pad@xgboost` -> `pad.xgboost`,
+    `rule:mean_rank` -> `rule.mean_rank`."""
+    return proxy.replace("@", ".").replace(":", ".")
 
 
 def headline_metrics(summary: pl.DataFrame) -> dict[str, float]:
@@ -95,9 +100,24 @@ def run_correlate(cfg: DictConfig) -> pl.DataFrame:
         proxies, perf, top_ks, int(scfg.bootstrap), float(scfg.confidence), seed=int(bootstrap_seed)
     )
     merged = join_performance(proxies, perf)
+    rules_used = build_rules(stage_rule_nodes(scfg))
+    rule_rows, skipped = all_rule_values(proxies, rules_used, task.name)
+    rules = pl.DataFrame()
+    if not rule_rows.is_empty():
+        _, rules = summarize(
+            rule_rows,
+            perf,
+            top_ks,
+            int(scfg.bootstrap),
+            float(scfg.confidence),
+            seed=int(bootstrap_seed),
+        )
+    for name, reason in skipped.items():
+        log.warning("correlate: rule %s skipped (%s)", name, reason)
+    shown = pl.concat([summary, rules], how="diagonal_relaxed") if rules.height else summary
     agreement = source_agreement(perf_all)
     note = summary_markdown(
-        summary,
+        shown,
         task=task.name,
         source=source,
         seeds=merged["seed"],
@@ -120,7 +140,11 @@ def run_correlate(cfg: DictConfig) -> pl.DataFrame:
         log_table(summary, "summary.csv")
         log_mlflow_table(detail, "correlations.json")
         log_mlflow_table(summary, "summary.json")
-        metrics = headline_metrics(summary)
+        if rules.height:
+            log_table(rules, "rules.csv")
+            log_mlflow_table(rules, "rules.json")
+        mlflow.set_tags({f"{TAG}warning.rule.{n}": r[:500] for n, r in skipped.items()})
+        metrics = headline_metrics(shown)
         if agreement is not None:
             metrics["spearman.trained_vs_recorded"] = agreement
         mlflow.log_metrics(metrics)
@@ -128,9 +152,7 @@ def run_correlate(cfg: DictConfig) -> pl.DataFrame:
             log_plots(merged, summary)
         write_notes(job.client, job.experiment_id, "correlate", note)
         run_id = mlflow.active_run().info.run_id
-    print_summary(
-        summary, f"synque-{task.name}: proxy vs. {source} performance ({run_id[:8]})", top_ks
-    )
+    print_summary(shown, f"synque-{task.name}: proxy vs. {source} performance", top_ks, run_id)
     if agreement is not None:
         print(f"Spearman between trained and recorded performance: {agreement:.3f}")
     return summary

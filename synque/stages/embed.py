@@ -8,7 +8,7 @@ import mlflow
 from omegaconf import DictConfig
 
 from synque.embed.base import matrix_digest
-from synque.stages.common import load_task, open_embedder
+from synque.stages.common import embedder_label, load_task, open_embedder
 from synque.tracking import StageRun
 
 log = logging.getLogger(__name__)
@@ -18,7 +18,7 @@ def run_embed(cfg: DictConfig) -> None:
     """Embed every candidate set and real sample; log the matrices' digests."""
     task = load_task(cfg)
     seed = int(cfg.seed)
-    job = StageRun(cfg, "embed", task.name, tags={"embedder": str(cfg.embedder.model)})
+    job = StageRun(cfg, "embed", task.name, tags={"embedder": embedder_label(cfg)})
     if job.finished_run() is not None:
         log.info("embed %s seed=%s already FINISHED: skipped", task.name, seed)
         return

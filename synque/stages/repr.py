@@ -13,8 +13,9 @@ from omegaconf import DictConfig
 
 from synque import SynqueError
 from synque.embed.base import Embedder, matrix_digest
-from synque.proxies import PROXIES, ProxyWarning, check_proxy_config, compute_proxy
-from synque.stages.common import load_task, open_embedder
+from synque.proxies import PROXIES, ProxyWarning, check_proxy_config
+from synque.proxies.registry import compute_proxy_repeats
+from synque.stages.common import embedder_label, load_task, open_embedder
 from synque.tracking import StageRun, log_inputs
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,12 @@ def score_set(
 ) -> tuple[dict[str, float], dict[str, float], dict[str, str]]:
     """(proxy values, seconds per proxy, tags saying each proxy's variant and orientation).
 
+    A proxy with `noise_seeds: N > 1` is computed N times (its noise seed counting up) and
+    logs the mean under its own name, so every reader keeps working, plus the sample standard
+    deviation as `<proxy>.std`; that metric is not named in the run's `synque.proxy` tag, so
+    readers never mistake it for a proxy, and `select` reads it (with the tag
+    `synque.noise_seeds.<proxy>`) as the proxy's noise.
+
     A ``ProxyWarning`` a proxy emits (e.g. FID on fewer samples than dimensions) becomes the tag
     ``synque.warning.<proxy>`` (one line; several joined by "; ") and a log line, so the caveat
     is stored next to the value; other warnings pass through untouched.  A ``ValueError`` of a
@@ -50,9 +57,13 @@ def score_set(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ProxyWarning)
             try:
-                metrics[proxy] = compute_proxy(proxy, synth_emb, real_emb, pcfg, seed=seed)
+                values = compute_proxy_repeats(proxy, synth_emb, real_emb, pcfg, seed=seed)
             except ValueError as exc:
                 raise SynqueError(f"proxy.{key}: {exc}") from exc
+        metrics[proxy] = float(np.mean(values))
+        if len(values) > 1:
+            metrics[f"{proxy}.std"] = float(np.std(values, ddof=1))
+            tags[f"synque.noise_seeds.{proxy}"] = str(len(values))
         timings[f"seconds.{proxy}"] = time.perf_counter() - start
         tags[f"synque.variant.{proxy}"] = str(pcfg.get("variant", "default"))
         tags[f"synque.higher_is_better.{proxy}"] = str(PROXIES[proxy].higher_is_better)
@@ -76,9 +87,7 @@ def run_repr(cfg: DictConfig) -> None:
     task = load_task(cfg)
     seed = int(cfg.seed)
     names = ",".join(str(p.get("name", k)) for k, p in proxies.items())
-    job = StageRun(
-        cfg, "repr", task.name, tags={"embedder": str(cfg.embedder.model), "proxy": names}
-    )
+    job = StageRun(cfg, "repr", task.name, tags={"embedder": embedder_label(cfg), "proxy": names})
     if (done := job.finished_run()) is not None:
         log.info(
             "repr %s seed=%s already FINISHED (run %s): skipped", task.name, seed, done.info.run_id

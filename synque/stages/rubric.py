@@ -16,6 +16,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import polars as pl
@@ -25,6 +26,7 @@ from synque import SynqueError
 from synque.config import config_hash
 from synque.data.task import Task
 from synque.lens import RUBRIC_FIELDS, Prompts, Rubric, compile_rubric
+from synque.lens.rubric import RubricError, compile_rubrics
 from synque.llm import LLM, ReplayLLM, build_llm, check_llm_inputs, image_part, llm_kind
 from synque.llm.tracing import stage_tracer
 from synque.stages.common import load_task
@@ -96,6 +98,75 @@ def find_rubric_run(job: StageRun, key: str) -> tuple[Rubric, str] | None:
     return Rubric.from_json(text), runs[0].info.run_id
 
 
+def _compile_options(cfg: DictConfig, task: Task) -> dict[str, Any]:
+    """The `compile_rubric` options of this config (shared with `precompile_rubrics`)."""
+    images = task.modality == "image"
+    return {
+        "n_points": int(cfg.rubric.n_points),
+        "n_samples": int(cfg.rubric.n_images if images else cfg.rubric.n_samples),
+        "seed": int(cfg.seed),
+        "max_tokens": int(cfg.rubric.max_tokens),
+        "temperature": float(cfg.rubric.temperature),
+    }
+
+
+#: Rubrics compiled together ahead of their runs, by `rubric_key` (see `precompile_rubrics`).
+_PRECOMPILED: dict[str, Rubric] = {}
+
+
+def precompile_rubrics(
+    job: StageRun, cfg: DictConfig, llm: LLM | None, task: Task, pairs: list[tuple[str, str]]
+) -> int:
+    """Compile every rubric still to compile as ONE batch per attempt; how many.
+
+    Why: a local model generates a batch of replies in about the time of one (a decoding
+    step reads every weight once, whatever the batch), and the quickstart compiled its
+    rubrics one after the other, retries included. The rubrics wait in `_PRECOMPILED` until
+    `compile_rubric_run` logs each in its own run; they are the ones compiled one by one.
+    When any set fails, nothing is kept and each set is compiled (and fails) in its run.
+    """
+    if llm is None or rubric_source(cfg, llm) != "compile" or len(pairs) < 2:
+        return 0
+    if not getattr(llm, "batches_generation", False) or getattr(llm.tracer, "mode", "") == "all":
+        # a server already runs requests side by side, and `tracking.traces=all` wants every
+        # rubric request traced in its candidate's run: batching would gain nothing there,
+        # or lose those traces (a sampled job keeps the judging traces, not the rubric ones)
+        return 0
+    seed = int(cfg.seed)
+    keys, sets = [], []
+    for group, name in pairs:
+        key = rubric_key(cfg, group, name)
+        if find_rubric_run(job, key) is not None:
+            continue
+        synth, real = task.load_candidate(group, name), task.real_sample(group, seed)
+        keys.append(key)
+        sets.append(
+            (
+                llm_examples(task, synth, name, cfg),
+                llm_examples(task, real, f"real sample of {group}", cfg),
+            )
+        )
+    if len(sets) < 2:
+        return 0
+    tracer, llm.tracer = llm.tracer, None  # the requests have no candidate run to go to
+    try:
+        rubrics = compile_rubrics(
+            llm,
+            cfg.prompts,
+            sets,
+            **_compile_options(cfg, task),
+            max_attempts=int(cfg.rubric.max_attempts),
+            progress=bool(cfg.progress),
+        )
+    except RubricError as err:
+        log.info("rubrics compiled together failed (%s); compiling one set at a time", err)
+        return 0
+    finally:
+        llm.tracer = tracer
+    _PRECOMPILED.update(zip(keys, rubrics, strict=True))
+    return len(rubrics)
+
+
 def compile_rubric_run(
     job: StageRun,
     cfg: DictConfig,
@@ -122,18 +193,13 @@ def compile_rubric_run(
             mlflow.set_tag(f"{TAG}rubric_source", "released")
         else:
             before = llm.metrics()
-            images = task.modality == "image"
-            rubric = compile_rubric(
+            rubric = _PRECOMPILED.pop(key, None) or compile_rubric(
                 llm,
                 cfg.prompts,
                 llm_examples(task, synth, name, cfg),
                 llm_examples(task, real, f"real sample of {group}", cfg),
-                n_points=int(cfg.rubric.n_points),
-                n_samples=int(cfg.rubric.n_images if images else cfg.rubric.n_samples),
-                seed=seed,
+                **_compile_options(cfg, task),
                 max_attempts=int(cfg.rubric.max_attempts),
-                max_tokens=int(cfg.rubric.max_tokens),
-                temperature=float(cfg.rubric.temperature),
                 progress=bool(cfg.progress),
             )
             log_llm_usage(llm, before)
@@ -187,8 +253,14 @@ def run_llm_stage(cfg: DictConfig, stage: str, per_set: PerSet) -> None:
         if llm is not None:
             llm.tracer = tracer  # traces of its calls, in each candidate set's run
         with job:
-            for group, name in job.pending(task.pairs(), f"{stage} {task.name} seed={seed}"):
-                per_set(job, cfg, llm, task, group, name)
+            done = job.finished_children()
+            pairs = list(task.pairs())
+            try:
+                precompile_rubrics(job, cfg, llm, task, [p for p in pairs if p not in done])
+                for group, name in job.pending(pairs, f"{stage} {task.name} seed={seed}"):
+                    per_set(job, cfg, llm, task, group, name)
+            finally:
+                _PRECOMPILED.clear()
             if llm is not None:
                 log_llm_usage(llm)
 

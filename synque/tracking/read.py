@@ -2,12 +2,24 @@
 
 MLflow hands back `Run` objects; this module turns them into polars tables, once, so that
 `synque.analysis` works on plain tables and never imports MLflow.
+
+Why two ways to read: `search_runs` builds an ORM object for every tag, metric, param and
+dataset input of every run: about 1 ms of CPU per run (10 s for the 10,000 runs of
+bench/bench_scale.py, a minute of wall time on a busy 2-core machine), against 0.15 ms here.  When
+the tracking URI is a database (sqlite, PostgreSQL, MySQL), the runs' tags and latest metrics
+are read instead with three SQL queries for all stages together, on MLflow's own table
+definitions and engine (mlflow is pinned, so its schema is fixed; `test_read_scale.py` checks
+both ways give the same table).  Against a tracking server the paged REST search is the only
+way: one paged query per stage, 50,000 runs a page (MLflow's maximum).
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import polars as pl
-from mlflow.entities import Run
+from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
@@ -41,10 +53,35 @@ PERFORMANCE_SCHEMA = {
 }
 
 
+#: Runs per page of a search (MLflow's SEARCH_MAX_RESULTS_THRESHOLD: fewer round trips).
+PAGE_SIZE = 50_000
+
+#: Suffix of a proxy's noise estimate (`<proxy>.std`), logged next to the proxy, never one.
+NOISE_SUFFIX = ".std"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What the readers need of a run: its id, start time, tags and latest metrics."""
+
+    run_id: str
+    start_time: int
+    tags: dict[str, str]
+    metrics: dict[str, float]
+
+
 def search_stage_runs(
-    client: MlflowClient, task: str, stages: list[str], finished_only: bool = True
+    client: MlflowClient,
+    task: str,
+    stages: list[str],
+    finished_only: bool = True,
+    page_size: int | None = None,
 ) -> list[Run]:
-    """All child runs of the given stages of a task (what correlate and select read)."""
+    """All child runs of the given stages of a task, by MLflow's paged search (any store).
+
+    `page_size` defaults to `PAGE_SIZE`, read at call time (tests page through small studies).
+    """
+    page_size = page_size or PAGE_SIZE
     exp = client.get_experiment_by_name(experiment_name(task))
     if exp is None:
         return []
@@ -56,13 +93,88 @@ def search_stage_runs(
         token = None
         while True:
             page = client.search_runs(
-                [exp.experiment_id], filter_string=flt, max_results=5000, page_token=token
+                [exp.experiment_id], filter_string=flt, max_results=page_size, page_token=token
             )
             runs.extend(page)
             token = page.token
             if not token:
                 break
     return runs
+
+
+def _sql_store(client: MlflowClient) -> object | None:
+    """The client's SqlAlchemyStore when its tracking URI is a database, else None."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    return store if isinstance(store, SqlAlchemyStore) else None
+
+
+def _sql_stage_records(
+    store: object, experiment_id: str, stages: list[str], finished_only: bool
+) -> list[RunRecord]:
+    """Child runs of the stages read with three queries (runs, their tags, latest metrics)."""
+    import sqlalchemy as sa
+    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlRun, SqlTag
+
+    runs, tags, latest = SqlRun.__table__, SqlTag.__table__, SqlLatestMetric.__table__
+    role, stage = tags.alias("role"), tags.alias("stage")
+    selected = (
+        sa.select(runs.c.run_uuid, runs.c.start_time)
+        .join(role, (role.c.run_uuid == runs.c.run_uuid) & (role.c.key == f"{TAG}role"))
+        .join(stage, (stage.c.run_uuid == runs.c.run_uuid) & (stage.c.key == f"{TAG}stage"))
+        .where(
+            runs.c.experiment_id == int(experiment_id),
+            runs.c.lifecycle_stage == "active",
+            role.c.value == "child",
+            stage.c.value.in_(stages),
+        )
+    )
+    if finished_only:
+        selected = selected.where(runs.c.status == RunStatus.to_string(RunStatus.FINISHED))
+    ids = selected.with_only_columns(runs.c.run_uuid).scalar_subquery()
+    with store.engine.connect() as conn:  # type: ignore[attr-defined]
+        start = dict(conn.execute(selected).all())
+        tag_rows = conn.execute(
+            sa.select(tags.c.run_uuid, tags.c.key, tags.c.value).where(tags.c.run_uuid.in_(ids))
+        ).all()
+        metric_rows = conn.execute(
+            sa.select(latest.c.run_uuid, latest.c.key, latest.c.value, latest.c.is_nan).where(
+                latest.c.run_uuid.in_(ids)
+            )
+        ).all()
+    run_tags: dict[str, dict[str, str]] = {run_id: {} for run_id in start}
+    run_metrics: dict[str, dict[str, float]] = {run_id: {} for run_id in start}
+    for run_id, key, value in tag_rows:
+        run_tags[run_id][key] = value
+    for run_id, key, value, is_nan in metric_rows:
+        run_metrics[run_id][key] = math.nan if is_nan else float(value)
+    return [
+        RunRecord(run_id, int(start[run_id]), run_tags[run_id], run_metrics[run_id])
+        for run_id in start
+    ]
+
+
+def stage_records(
+    client: MlflowClient, task: str, stages: list[str], finished_only: bool = True
+) -> list[RunRecord]:
+    """Child runs of the stages, ordered as the search orders them (stage, newest first, id).
+
+    Direct SQL on a database store, the paged search otherwise (see the module docstring);
+    the order makes ties in start time resolve the same way on both.
+    """
+    store = _sql_store(client)
+    if store is None:
+        return [
+            RunRecord(r.info.run_id, r.info.start_time, r.data.tags, r.data.metrics)
+            for r in search_stage_runs(client, task, stages, finished_only)
+        ]
+    exp = client.get_experiment_by_name(experiment_name(task))
+    if exp is None:
+        return []
+    records = _sql_stage_records(store, exp.experiment_id, stages, finished_only)
+    order = {stage: i for i, stage in enumerate(stages)}
+    return sorted(records, key=lambda r: (order[r.tags[f"{TAG}stage"]], -r.start_time, r.run_id))
 
 
 def newest_per_key(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
@@ -81,13 +193,14 @@ def proxy_values(client: MlflowClient, task: str, stages: list[str]) -> pl.DataF
     embedders (the digits study scores raw pixels and EfficientNet features alike) and by
     `@judge` when LENS was judged by several LLMs (`judge` is the lens run's `synque.llm`).
     A run says which of its metrics are proxies with its `synque.proxy` tag, so timing
-    metrics and LLM statistics never become proxies.
+    metrics and LLM statistics never become proxies; a listed `<proxy>.std` is the proxy's
+    noise estimate, not a proxy, and is skipped too.
     """
     rows = []
-    for run in search_stage_runs(client, task, stages):
-        tags, metrics = run.data.tags, run.data.metrics
+    for run in stage_records(client, task, stages):
+        tags, metrics = run.tags, run.metrics
         for metric in filter(None, tags.get(f"{TAG}proxy", "").split(",")):
-            if metric not in metrics:
+            if metric not in metrics or metric.endswith(NOISE_SUFFIX):
                 continue
             rows.append(
                 {
@@ -102,8 +215,8 @@ def proxy_values(client: MlflowClient, task: str, stages: list[str]) -> pl.DataF
                     "dataset": tags[f"{TAG}dataset"],
                     "seed": tags[f"{TAG}seed"],
                     "value": float(metrics[metric]),
-                    "run_id": run.info.run_id,
-                    "start_time": run.info.start_time,
+                    "run_id": run.run_id,
+                    "start_time": run.start_time,
                 }
             )
     frame = newest_per_key(
@@ -138,9 +251,9 @@ def logged_proxies(
 def performance_values(client: MlflowClient, task: str) -> pl.DataFrame:
     """Task performance of each candidate set: columns source, group, dataset, seed, value."""
     rows = []
-    for run in search_stage_runs(client, task, ["train"]):
-        tags = run.data.tags
-        if "task_performance" not in run.data.metrics:
+    for run in stage_records(client, task, ["train"]):
+        tags = run.tags
+        if "task_performance" not in run.metrics:
             continue
         rows.append(
             {
@@ -148,8 +261,8 @@ def performance_values(client: MlflowClient, task: str) -> pl.DataFrame:
                 "group": tags[f"{TAG}group"],
                 "dataset": tags[f"{TAG}dataset"],
                 "seed": tags[f"{TAG}seed"],
-                "value": float(run.data.metrics["task_performance"]),
-                "start_time": run.info.start_time,
+                "value": float(run.metrics["task_performance"]),
+                "start_time": run.start_time,
             }
         )
     frame = pl.DataFrame(rows, schema=PERFORMANCE_SCHEMA)

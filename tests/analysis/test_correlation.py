@@ -31,6 +31,26 @@ def test_batched_matches_scipy_with_ties() -> None:
         assert got["pearson"][i] == pytest.approx(stats.pearsonr(x[i], y[i]).statistic)
 
 
+@pytest.mark.parametrize("n", [3, 4, 9])
+def test_resampled_from_counts_equals_resampling_each_seed(n: int) -> None:
+    """The bootstrap's count form gives each resample's coefficients, ties and
+    constant resamples (NaN) included, as resampling the values themselves does."""
+    from synque.analysis.correlation import draw_counts, resampled_correlations
+
+    rng = np.random.default_rng(n)
+    x = rng.integers(0, 3, size=(4, n)).astype(float)  # ties, and constant resamples
+    y = x[::-1] + rng.normal(size=(4, n))
+    idx = rng.integers(0, n, size=(300, n))
+    counts = draw_counts(idx)
+    assert counts.sum(axis=1).tolist() == [n] * 300
+    assert counts[7].tolist() == np.bincount(idx[7], minlength=n).tolist()
+    got = resampled_correlations(x, y, counts)
+    for s in range(4):
+        want = batched_correlations(x[s][idx], y[s][idx])
+        for coef in ("spearman", "kendall", "pearson"):
+            np.testing.assert_allclose(got[coef][:, s], want[coef], rtol=0, atol=1e-12)
+
+
 def test_correlations_undefined_cases() -> None:
     assert np.isnan(correlations(np.array([1.0, 2.0]), np.array([1.0, 2.0]))["spearman"])
     assert np.isnan(correlations(np.ones(4), np.arange(4.0))["pearson"])

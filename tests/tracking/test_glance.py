@@ -92,6 +92,13 @@ def test_study_at_a_glance(
     assert sel_note.startswith("### glance: which candidate set to train on") and sel_note in note
     best_row = sel_note.splitlines()[4]  # title, blank, header, alignment, then the row
     assert best_row.startswith(f"| **`{sel.data.tags['synque.best.all']}`")
+    # how sure the pick is: appended to the select note, tagged and logged
+    verdict = sel.data.tags["synque.verdict.all"]
+    assert "#### How sure is the pick?" in sel_note
+    assert f"| all | **{verdict}**: " in sel_note
+    assert f" | `{sel.data.tags['synque.best.all']}` | " in sel_note.split("How sure")[1]
+    assert sel.data.tags["synque.verdict"] == verdict
+    assert 0 <= sel.data.metrics["confidence.top1_seeds.all"] <= 1
     mmd = summary.filter(proxy="mmd").row(0, named=True)
     ci = f"{mmd['spearman']:.3f} [{mmd['spearman_lo']:.2f}, {mmd['spearman_hi']:.2f}]"
     assert ci in corr_note
