@@ -510,7 +510,10 @@ class LocalLLM(LLM):
 
             def note(j: int, probs: list[float], invalid: str | None = None) -> None:
                 finished.append(j)
-                done(j, probs, invalid)
+                if invalid is None:  # as the one-prompt path calls it (callers take 2 args)
+                    done(j, probs)
+                else:
+                    done(j, probs, invalid)
 
             try:
                 with torch.inference_mode():
@@ -572,7 +575,9 @@ class LocalLLM(LLM):
         for j, req in enumerate(requests):
             if req.choices:
                 got: list[list[float]] = []
-                self._score([req.messages], list(req.choices), lambda _i, p, got=got: got.append(p))
+                self._score(
+                    [req.messages], list(req.choices), lambda _i, p, *_, got=got: got.append(p)
+                )
                 best = max(range(len(got[0])), key=got[0].__getitem__)
                 done(j, Completion(req.choices[best], 0, 0))
             else:
