@@ -36,6 +36,7 @@ from synque.llm.base import (
 )
 from synque.llm.cache import ResponseCache
 from synque.llm.choices import softmax_probs
+from synque.llm.local_tree import tree_scores
 
 log = logging.getLogger(__name__)
 
@@ -114,34 +115,6 @@ def _kv_tensors(out: Any) -> KV:
     if layers is not None:
         return [(layer.keys, layer.values) for layer in layers]
     return [(k, v) for k, v, *_ in cache]
-
-
-class _Trie:
-    """Token sequences merged by common prefix; nodes in insertion order (parents first)."""
-
-    def __init__(self) -> None:
-        self.tokens: list[int] = []
-        self.parents: list[int] = []  # -1: the node follows the reused prefix directly
-        self.depths: list[int] = []  # position after the reused prefix
-        self.fresh: list[int] = []  # nodes each `add` created
-        self._children: dict[tuple[int, int], int] = {}
-
-    def add(self, ids: Sequence[int], parent: int = -1) -> list[int]:
-        """The node of each token of `ids` below `parent`, created where missing."""
-        nodes, created = [], 0
-        for tok in ids:
-            node = self._children.get((parent, tok))
-            if node is None:
-                node = len(self.tokens)
-                self._children[(parent, tok)] = node
-                self.tokens.append(int(tok))
-                self.parents.append(parent)
-                self.depths.append(self.depths[parent] + 1 if parent >= 0 else 0)
-                created += 1
-            nodes.append(node)
-            parent = node
-        self.fresh.append(created)
-        return nodes
 
 
 class LocalLLM(LLM):
@@ -399,58 +372,6 @@ class LocalLLM(LLM):
                 scores[i] += float(logp[i, j - 1, c[j]])
         return kv, scores
 
-    def _tree_scores(
-        self, prompts: Sequence[Prompt], past: KV | None, start: int, choice_ids: list[list[int]]
-    ) -> tuple[list[list[float]], list[int], Any]:
-        """Every prompt of a chunk and all their choices in ONE forward pass (a token trie).
-
-        Why: one forward per prompt spent most of its time outside the matrix products
-        (re-reading the ~1,000-token rubric KV cache for attention, copying it into the
-        cache, per-layer overheads of a ~40-token pass). Here the chunk's token sequences
-        (each prompt after the reused `start` tokens, then each choice) are merged into a
-        trie, so a shared rubric or example is computed once; a 4D mask lets each node see
-        the reused prefix and its own ancestors only, and its position is its depth, so every
-        log-prob equals a separate run's. Returns the summed log-prob per prompt and choice,
-        each prompt's tokens that were shared with an earlier one, and the forward output.
-        """
-        import torch
-
-        tree = _Trie()
-        paths = [tree.add(p.ids[start:]) for p in prompts]
-        shared = [len(p.ids) - start - fresh for p, fresh in zip(prompts, tree.fresh, strict=True)]
-        reads: list[list[list[tuple[int, int]]]] = []  # (node whose logits, token) per choice
-        for path in paths:
-            per = []
-            for c in choice_ids:
-                chain = [path[-1], *tree.add(c[:-1], parent=path[-1])]
-                per.append(list(zip(chain, c, strict=True)))
-            reads.append(per)
-        n = len(tree.tokens)
-        allowed = torch.zeros((n, n), dtype=torch.bool)
-        for i, parent in enumerate(tree.parents):
-            if parent >= 0:
-                allowed[i] = allowed[parent]
-            allowed[i, i] = True
-        dtype = self.net.dtype
-        mask = torch.zeros((n, start + n), dtype=dtype)
-        mask[:, start:].masked_fill_(~allowed, torch.finfo(dtype).min)
-        rows = sorted({node for per in reads for chain in per for node, _ in chain})
-        where = {node: k for k, node in enumerate(rows)}
-        out = self._run_net(
-            torch.tensor([tree.tokens], device=self.device),
-            torch.tensor([[start + d for d in tree.depths]], device=self.device),
-            past,
-            attention_mask=mask.to(self.device)[None, None],
-            **({self._keep_arg: torch.tensor(rows, device=self.device)} if self._keep_arg else {}),
-        )
-        logits = out.logits[0] if self._keep_arg else out.logits[0, rows]
-        logp = torch.log_softmax(logits.float(), dim=-1).cpu()
-        scores = [
-            [sum(float(logp[where[node], tok]) for node, tok in chain) for chain in per]
-            for per in reads
-        ]
-        return scores, shared, (out, paths[-1])
-
     def _score_chunks(
         self, prompts: list[Prompt], choice_ids: list[list[int]], done: OnScore
     ) -> None:
@@ -477,7 +398,7 @@ class LocalLLM(LLM):
             chunk = prompts[lo:hi]
             start = min(self._shared_prefix(prev, p) for p in chunk) if prev_kv else 0
             past = [(k[..., :start, :], v[..., :start, :]) for k, v in prev_kv] if start else None
-            scores, shared, (out, path) = self._tree_scores(chunk, past, start, choice_ids)
+            scores, shared, (out, path) = tree_scores(self, chunk, past, start, choice_ids)
             keep = torch.tensor([*range(start), *(start + node for node in path)])
             keep = keep.to(self.device)
             prev = chunk[-1]

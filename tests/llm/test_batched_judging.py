@@ -18,7 +18,7 @@ from synque.lens.judge import JUDGMENT_COLUMNS, PROB_COLUMNS
 from synque.lens.rubric import compile_rubrics
 from synque.llm import ChatRequest, Completion, LocalLLM, ResponseCache
 from synque.llm.base import OnComplete
-from synque.llm.local import _Trie
+from synque.llm.local_tree import Trie
 from tests.conftest import needs_smollm2
 from tests.fakes.judges import Counting, user
 
@@ -43,7 +43,7 @@ PROMPTS = load_prompts("sentiment")
 
 
 def test_trie_shares_common_prefixes_and_counts_depth() -> None:
-    trie = _Trie()
+    trie = Trie()
     first = trie.add([1, 2, 3, 4])
     second = trie.add([1, 2, 5])
     choice = trie.add([7, 8], parent=second[-1])
