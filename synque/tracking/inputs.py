@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import polars as pl
+from mlflow.exceptions import MlflowException
+
+#: How a store reports that a row another job just wrote makes ours a duplicate
+#: (PostgreSQL, SQLite, MySQL wording, as relayed by a tracking server).
+_DUPLICATE_MARKERS = ("duplicate key", "UNIQUE constraint failed", "Duplicate entry")
 
 
 def content_digest(texts: list[str]) -> str:
@@ -51,7 +57,26 @@ def log_dataset(
         digest=digest,
         targets=targets,
     )
-    mlflow.log_input(dataset, context=context)
+    log_input_retrying(dataset, context)
+
+
+def log_input_retrying(dataset: Any, context: str, attempts: int = 4) -> None:
+    """`mlflow.log_input`, retried when a parallel job registered the same dataset first.
+
+    Why: the SQL store looks for an existing (experiment, name, digest) row and inserts one
+    when it finds none, without a lock. Two jobs of a server-backed sweep that log the same
+    real sample race there, and the loser's whole transaction is rolled back with a unique
+    violation. On the retry the store finds the winner's row and only links it to the run.
+    """
+    for attempt in range(attempts):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except MlflowException as exc:
+            duplicate = any(marker in str(exc) for marker in _DUPLICATE_MARKERS)
+            if not duplicate or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def log_inputs(
