@@ -37,8 +37,9 @@ WEAK = "weak"
 DISAGREE = "proxies disagree: measure before you choose"
 SOURCES = ("seeds", "proxies", "noise", "all")
 
-#: A ranking rule: the long proxy table in, `rank_candidates`' columns out (group, position,
-#: dataset, ...). The resamples call it unchanged, so any rule gets the same confidence.
+#: A ranking rule: the long proxy table in (proxy, group, dataset, seed, value,
+#: higher_is_better, noise), `rank_candidates`' columns out (group, position, dataset, ...).
+#: The resamples call it unchanged, so any rule gets the same confidence.
 RankFn = Callable[[pl.DataFrame], pl.DataFrame]
 
 
@@ -110,17 +111,16 @@ def agreement(ranking: pl.DataFrame) -> pl.DataFrame:
 
 
 KEYS = ["group", "dataset"]
-#: Joins a group and a resample number into one group label, so one call of the ranking rule
-#: ranks every resample at once (rules rank groups independently).
-SEP = "\x1f"
 
 
 def _resample_labels(
     frame: pl.DataFrame, column: str, rng: np.random.Generator, resamples: int
 ) -> pl.DataFrame:
     """`frame` with a `_b` column (resample number): in each resample the values of `column`
-    are drawn with replacement; one drawn k times appears k times, relabelled `value#i`, so a
-    rule sees k distinct seeds (or proxies) and weighs that value k times."""
+    are drawn with replacement and each draw is relabelled by its slot (`#i`): one drawn k
+    times appears k times, so a rule sees k distinct seeds (or proxies) and weighs that value
+    k times. Slot labels rather than `value#i` keep a resample's proxies to as many columns
+    as there are proxies (the stacked ranking would otherwise be n^2 columns wide)."""
     labels = frame[column].unique(maintain_order=True).to_list()
     drawn = rng.choice(len(labels), size=(resamples, len(labels)), replace=True)
     b, i = np.indices(drawn.shape)
@@ -128,7 +128,7 @@ def _resample_labels(
         {
             "_b": b.ravel(),
             column: [labels[d] for d in drawn.ravel()],
-            "_new": [f"{labels[d]}#{k}" for d, k in zip(drawn.ravel(), i.ravel(), strict=True)],
+            "_new": [f"#{k}" for k in i.ravel()],
         },
         schema={"_b": pl.Int64, column: frame.schema[column], "_new": pl.String},
     )
@@ -192,23 +192,36 @@ def stability(
     position 1 (`top1`) and at position <= 3 (`top3`). Columns: group, source, top1, top3,
     resamples. A source that cannot vary anything (one seed, one proxy, no noise) is absent.
 
-    The ranking rule is called once per source on all resamples stacked (group labels
-    `group<SEP>b`), so it must rank each group on its own, as every selection rule does.
+    The ranking rule is called once per source on all resamples stacked (groups and sets
+    as integer codes, group `code * resamples + b`), so it must rank each group on its own,
+    as every selection rule does, and treat both as plain keys.
     """
     rng = np.random.default_rng(seed)
+    # groups and sets as integer codes while stacked: the rule ranks `groups x resamples`
+    # groups of millions of rows, and integer keys group, sort and join faster than labels
+    codes = {key: {v: i for i, v in enumerate(sorted(proxies[key].unique()))} for key in KEYS}
+    needed = ["proxy", *KEYS, "seed", "value", "higher_is_better", "noise"]
+    coded = proxies.select(c for c in needed if c in proxies.columns).with_columns(
+        pl.col(key).replace_strict(codes[key], return_dtype=pl.Int64) for key in KEYS
+    )
     picks = pl.DataFrame(
-        {"group": list(recommended), "dataset": list(recommended.values())},
-        schema={"group": pl.String, "dataset": pl.String},
+        {
+            "group": list(recommended),
+            "_g": [codes["group"][g] for g in recommended],
+            "_dataset": [codes["dataset"].get(d) for d in recommended.values()],
+        },
+        schema={"group": pl.String, "_g": pl.Int64, "_dataset": pl.Int64},
     )
     parts = []
     for source in available_sources(proxies, vary_proxies):
-        stacked = resample(proxies, source, rng, resamples)
-        stacked = stacked.with_columns(
-            pl.concat_str("group", pl.lit(SEP), pl.col("_b").cast(pl.String)).alias("group")
-        ).drop("_b")
-        ranking = rank_fn(stacked).select("group", "dataset", "position")
-        ranking = ranking.with_columns(pl.col("group").str.split(SEP).list.first().alias("group"))
-        found = picks.join(ranking, on=KEYS, how="left")
+        stacked = resample(coded, source, rng, resamples)
+        stacked = stacked.with_columns(pl.col("group") * resamples + pl.col("_b")).drop("_b")
+        ranking = rank_fn(stacked).select(
+            (pl.col("group") // resamples).alias("_g"),
+            pl.col("dataset").alias("_dataset"),
+            "position",
+        )
+        found = picks.join(ranking, on=["_g", "_dataset"], how="left")
         parts.append(
             found.group_by("group", maintain_order=True).agg(
                 pl.lit(source).alias("source"),

@@ -74,6 +74,11 @@ class SelectionRule(ABC):
     def combine(self, ranks: np.ndarray, names: list[str]) -> np.ndarray:
         """Combined score per row of `ranks` ([sets, proxies], NaN = missing), lower = better."""
 
+    def combine_groups(self, blocks: list[np.ndarray], names: list[str]) -> list[np.ndarray]:
+        """`combine` of many groups at once (select's confidence ranks thousands of
+        resampled groups); a rule overrides it where stacking the groups is faster."""
+        return [self.combine(block, names) for block in blocks]
+
 
 class MeanRank(SelectionRule):
     """Equal-weight mean rank over the proxies (synque's historical `select`)."""
@@ -98,6 +103,10 @@ class AgreementRank(SelectionRule):
 
     def combine(self, ranks: np.ndarray, names: list[str]) -> np.ndarray:
         return _nan_weighted_mean(ranks, agreement_weights(ranks))
+
+    def combine_groups(self, blocks: list[np.ndarray], names: list[str]) -> list[np.ndarray]:
+        weights = agreement_weights_many(blocks)
+        return [_nan_weighted_mean(b, w) for b, w in zip(blocks, weights, strict=True)]
 
 
 class SingleProxy(SelectionRule):
@@ -199,37 +208,78 @@ def _nan_weighted_mean(ranks: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 def _kendall(a: np.ndarray, b: np.ndarray) -> float:
     """Kendall tau-b over the rows where both are present (NaN when undefined)."""
-    keep = ~(np.isnan(a) | np.isnan(b))
-    a, b = a[keep], b[keep]
-    sa = np.sign(a[:, None] - a[None, :])
-    sb = np.sign(b[:, None] - b[None, :])
-    denom = math.sqrt(float((sa * sa).sum() * (sb * sb).sum()))
-    return float((sa * sb).sum() / denom) if denom > 0 else math.nan
+    return float(_pairwise_taus(np.column_stack([a, b]))[0, 1])
+
+
+def _pairwise_taus(ranks: np.ndarray) -> np.ndarray:
+    """Kendall tau-b of every pair of columns, each pair over the rows both have ([n, n];
+    NaN where undefined); `ranks` [m, n], or [groups, m, n] for a stack of groups (rows
+    that are NaN throughout, a shorter group's padding, count for nothing).
+
+    With s_k[a, b] = sign(r_k[a] - r_k[b]) over the row pairs a < b (0 where row a or b
+    lacks column k), the pair's concordance is sum(s_i * s_j) and its tau-b denominator
+    sqrt(sum(s_i^2 over rows j has) * sum(s_j^2 over rows i has)): all pairs in two matrix
+    products. Every sum is of integers (exact in float32 below 2^24 row pairs), so the
+    result does not depend on the order of summation.
+    """
+    if ranks.ndim == 2:
+        return _pairwise_taus(ranks[None])[0]
+    m = ranks.shape[1]
+    dtype = np.float32 if m * m < 2**24 else np.float64
+    upper, lower = np.triu_indices(m, 1)
+    filled = np.nan_to_num(ranks).astype(dtype)
+    present = ~np.isnan(ranks)
+    signs = np.sign(filled[:, upper] - filled[:, lower])  # [g, pairs, n]
+    both = (present[:, upper] & present[:, lower]).astype(dtype)
+    signs *= both
+    concordance = np.matmul(signs.transpose(0, 2, 1), signs).astype(np.float64)
+    # ties[i, j]: row pairs untied in column i, counted where column j has both rows
+    np.abs(signs, out=signs)
+    ties = np.matmul(signs.transpose(0, 2, 1), both).astype(np.float64)
+    denom = np.sqrt(ties * ties.transpose(0, 2, 1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, concordance / np.where(denom > 0, denom, 1.0), np.nan)
+
+
+#: Groups whose taus are computed in one stack (bounds the [groups, m, m, n] sign arrays).
+TAU_STACK = 32
+
+
+def agreement_weights_many(blocks: list[np.ndarray]) -> list[np.ndarray]:
+    """`agreement_weights` of many groups, stacked (NaN-padded to equal height) in chunks."""
+    out: list[np.ndarray] = []
+    for start in range(0, len(blocks), TAU_STACK):
+        chunk = blocks[start : start + TAU_STACK]
+        n = chunk[0].shape[1]
+        if n < 2:
+            out += [np.ones(n) for _ in chunk]
+            continue
+        stack = np.full((len(chunk), max(b.shape[0] for b in chunk), n), np.nan)
+        for k, block in enumerate(chunk):
+            stack[k, : block.shape[0]] = block
+        with warnings.catch_warnings():  # a column with no overlap has no tau: NaN, weight 0
+            warnings.simplefilter("ignore", RuntimeWarning)
+            taus = _pairwise_taus(stack)
+            for k, block in enumerate(chunk):
+                out.append(_weights_from_taus(taus[k], block))
+    return out
+
+
+def _weights_from_taus(taus: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """Each column's mean tau with the others (NaN for an empty column), clipped at 0;
+    equal weights when every column disagrees."""
+    taus = taus.copy()
+    np.fill_diagonal(taus, np.nan)
+    means = np.nanmean(taus, axis=1)
+    means[np.isnan(ranks).all(axis=0)] = np.nan
+    weights = np.clip(np.nan_to_num(means, nan=0.0), 0.0, None)
+    return weights if weights.sum() > 0 else np.ones(ranks.shape[1])
 
 
 def agreement_weights(ranks: np.ndarray) -> np.ndarray:
     """Each column's mean Kendall tau with the other columns, clipped at 0 (equal weights
     when every column disagrees or there is only one)."""
-    n = ranks.shape[1]
-    if n < 2:
-        return np.ones(n)
-    with warnings.catch_warnings():  # a column with no overlap has no tau: NaN, weight 0
-        warnings.simplefilter("ignore", RuntimeWarning)
-        tau = _mean_taus(ranks, n)
-    weights = np.clip(np.nan_to_num(tau, nan=0.0), 0.0, None)
-    return weights if weights.sum() > 0 else np.ones(n)
-
-
-def _mean_taus(ranks: np.ndarray, n: int) -> np.ndarray:
-    """Each column's mean Kendall tau with the other columns (NaN for an empty column)."""
-    return np.array(
-        [
-            np.nanmean([_kendall(ranks[:, i], ranks[:, j]) for j in range(n) if j != i] or [0])
-            if not np.isnan(ranks[:, i]).all()
-            else math.nan
-            for i in range(n)
-        ]
-    )
+    return agreement_weights_many([ranks])[0]
 
 
 # --- applying a rule ------------------------------------------------------------------------
@@ -251,9 +301,10 @@ def rank_with_rule(
     combined = np.full(table.height, np.nan)
     matrix = table.select(f"rank.{p}" for p in used).to_numpy().astype(float)
     # row indices per group in one pass (select's confidence ranks thousands of groups)
-    per_group = table.with_row_index("_row").group_by("group").agg("_row")["_row"]
-    for rows in per_group.to_list():
-        combined[rows] = rule.combine(matrix[rows], used)
+    per_group = table.with_row_index("_row").group_by("group").agg("_row")["_row"].to_list()
+    scores = rule.combine_groups([matrix[rows] for rows in per_group], used)
+    for rows, score in zip(per_group, scores, strict=True):
+        combined[rows] = score
     return finish_ranking(table, pl.Series(combined).fill_nan(None))
 
 

@@ -20,6 +20,7 @@ from synque.analysis.rules import (
     SingleProxy,
     WeightedRank,
     agreement_weights,
+    agreement_weights_many,
     all_rule_values,
     build_rules,
     rank_with_rule,
@@ -80,6 +81,33 @@ def test_agreement_weights_drop_the_proxy_that_contradicts_the_rest() -> None:
     assert agreement_weights(np.column_stack([good, good[::-1]])) == pytest.approx([1, 1])
     # a proxy with no value anywhere gets no weight and does not count
     assert agreement_weights(np.column_stack([good, good, [np.nan] * 4]))[2] == 0
+
+
+def test_pairwise_taus_are_scipys_kendall_tau_b_on_the_rows_both_proxies_have() -> None:
+    from scipy.stats import kendalltau
+
+    from synque.analysis.rules import _pairwise_taus
+
+    rng = np.random.default_rng(7)
+    blocks = []
+    for _ in range(40):
+        m, n = rng.integers(3, 15), 4
+        ranks = rng.integers(1, 6, size=(m, n)).astype(float)  # ties on purpose
+        ranks[rng.random((m, n)) < 0.2] = np.nan
+        blocks.append(ranks)
+        taus = _pairwise_taus(ranks)
+        for i in range(n):
+            for j in range(n):
+                keep = ~(np.isnan(ranks[:, i]) | np.isnan(ranks[:, j]))
+                expected = kendalltau(ranks[keep, i], ranks[keep, j]).statistic
+                if np.isnan(expected):
+                    assert np.isnan(taus[i, j])
+                else:
+                    assert taus[i, j] == pytest.approx(expected, abs=1e-12)
+    # groups of different heights stacked (NaN padding) weigh exactly as one at a time
+    stacked = agreement_weights_many(blocks)
+    for block, weights in zip(blocks, stacked, strict=True):
+        assert np.array_equal(agreement_weights(block), weights)
 
 
 def test_single_proxy_orientation_variants_and_errors() -> None:
