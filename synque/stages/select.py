@@ -20,7 +20,6 @@ import math
 
 import mlflow
 import polars as pl
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from synque import SynqueError
@@ -38,13 +37,13 @@ from synque.stages.common import load_task
 from synque.tracking import TAG, StageRun, log_table
 from synque.tracking.inputs import log_mlflow_table
 from synque.tracking.notes import write_notes
-from synque.tracking.read import NOISE_SUFFIX, logged_proxies, stage_records
+from synque.tracking.read import NOISE_SUFFIX, RunRecord, logged_proxies, stage_records
 
 #: MLflow keeps at most 8000 characters in a run's description tag.
 RUN_NOTE_LIMIT = 8000
 
 
-def proxy_noise(client: MlflowClient, task: str, stages: list[str]) -> pl.DataFrame:
+def proxy_noise(records: list[RunRecord]) -> pl.DataFrame:
     """run_id, metric, noise: the noise of each logged proxy value that has one.
 
     repr logs `<proxy>.std` (spread of single computations over `noise_seeds` noise seeds)
@@ -52,7 +51,7 @@ def proxy_noise(client: MlflowClient, task: str, stages: list[str]) -> pl.DataFr
     noise is std / sqrt(noise_seeds), which is what a resample should move it by.
     """
     rows = []
-    for run in stage_records(client, task, stages):
+    for run in records:
         for name, std in run.metrics.items():
             if not name.endswith(NOISE_SUFFIX):
                 continue
@@ -93,7 +92,9 @@ def run_select(cfg: DictConfig) -> pl.DataFrame:
     scfg = cfg.stage
     task = load_task(cfg)
     job = StageRun(cfg, "select", task.name, aggregate=True)
-    proxies = logged_proxies(job.client, task.name, scfg, "select")
+    # one read of the stages' runs: the proxy values and their noise
+    records = stage_records(job.client, task.name, list(scfg.proxy_stages))
+    proxies = logged_proxies(job.client, task.name, scfg, "select", records)
     chosen = list(scfg.proxies) if scfg.proxies else None
     if chosen and (unknown := sorted(set(chosen) - set(proxies["proxy"]))):
         raise SynqueError(f"stage.proxies: no logged values for proxies {unknown}")
@@ -106,7 +107,7 @@ def run_select(cfg: DictConfig) -> pl.DataFrame:
 
     ranking = rank(used)
     seeds = used["seed"]
-    noise = proxy_noise(job.client, task.name, list(scfg.proxy_stages))
+    noise = proxy_noise(records)
     used = used.join(noise, on=["run_id", "metric"], how="left")
     settings = scfg.get("confidence") or {}
     resamples = int(settings.get("resamples", 200))

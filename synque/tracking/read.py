@@ -184,8 +184,11 @@ def newest_per_key(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     )
 
 
-def proxy_values(client: MlflowClient, task: str, stages: list[str]) -> pl.DataFrame:
-    """Long table of proxy values read back from MLflow.
+def proxy_values(
+    client: MlflowClient, task: str, stages: list[str], records: list[RunRecord] | None = None
+) -> pl.DataFrame:
+    """Long table of proxy values read back from MLflow (from `records`, the stages'
+    `stage_records`, when the caller has read them already).
 
     Columns: proxy, metric, variant, embedder, judge, higher_is_better, stage, group, dataset,
     seed, value, run_id, start_time. `proxy` is the metric name, followed by `@variant` when
@@ -197,7 +200,9 @@ def proxy_values(client: MlflowClient, task: str, stages: list[str]) -> pl.DataF
     noise estimate, not a proxy, and is skipped too.
     """
     rows = []
-    for run in stage_records(client, task, stages):
+    if records is None:
+        records = stage_records(client, task, stages)
+    for run in records:
         tags, metrics = run.tags, run.metrics
         for metric in filter(None, tags.get(f"{TAG}proxy", "").split(",")):
             if metric not in metrics or metric.endswith(NOISE_SUFFIX):
@@ -231,10 +236,15 @@ def proxy_values(client: MlflowClient, task: str, stages: list[str]) -> pl.DataF
 
 
 def logged_proxies(
-    client: MlflowClient, task: str, stage_cfg: DictConfig, reader: str
+    client: MlflowClient,
+    task: str,
+    stage_cfg: DictConfig,
+    reader: str,
+    records: list[RunRecord] | None = None,
 ) -> pl.DataFrame:
-    """Proxy values a reader stage (correlate, select) works on: its stages, its seeds."""
-    proxies = proxy_values(client, task, list(stage_cfg.proxy_stages))
+    """Proxy values a reader stage (correlate, select) works on: its stages, its seeds
+    (`records`: the stages' runs, when the caller read them already)."""
+    proxies = proxy_values(client, task, list(stage_cfg.proxy_stages), records)
     if proxies.is_empty():
         raise SynqueError(
             f"{reader}: no proxy runs logged for task {task} in {client.tracking_uri} "
