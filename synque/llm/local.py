@@ -36,6 +36,7 @@ from synque.llm.base import (
 )
 from synque.llm.cache import ResponseCache
 from synque.llm.choices import softmax_probs
+from synque.llm.gguf_cache import load_gguf
 from synque.llm.local_tree import tree_scores
 
 log = logging.getLogger(__name__)
@@ -216,9 +217,11 @@ class LocalLLM(LLM):
         key = (source, gguf, str(dtype), str(self.device))
         if key not in _LOADED:
             _LOADED.clear()  # one model at a time: never a second copy in memory
-            kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
-            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-            net = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+            if gguf:  # converted once into a plain folder, which loads in a second
+                tokenizer, net = load_gguf(source, gguf, dtype)
+            else:
+                tokenizer = AutoTokenizer.from_pretrained(source)
+                net = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
             _LOADED[key] = (tokenizer, net.to(self.device).eval())
         self.tokenizer, self.net = _LOADED[key]
 

@@ -258,6 +258,7 @@ def load_base(model: str, gguf_file: str | None, dtype: Any) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from synque.llm.gguf_cache import load_gguf
     from synque.llm.local import smollm2_gguf
 
     source, gguf = model, gguf_file
@@ -277,8 +278,11 @@ def load_base(model: str, gguf_file: str | None, dtype: Any) -> tuple[Any, Any]:
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        net = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs, **model_kwargs)
+        if gguf:  # converted once into a plain folder (synque.llm.gguf_cache)
+            tokenizer, net = load_gguf(source, gguf, dtype, **model_kwargs)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+            net = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **model_kwargs)
     finally:
         if bars:
             hf_logging.enable_progress_bar()
