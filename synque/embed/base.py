@@ -34,7 +34,13 @@ class Embedder(Protocol):
 
 
 class EmbeddingCache(SqliteStore):
-    """sqlite store of content key -> float32 vector for one embedder id."""
+    """sqlite store of content key -> float32 vector for one embedder id.
+
+    The first vector stored for a key stays. Why: a vector depends, in its last bits, on
+    the batch it was computed in (padding, kernel blocking), and two parallel jobs may
+    compute the same real text in different batches. Each job uses what the cache holds
+    after its write, so every job, and every later run, works with one vector per text.
+    """
 
     schema = ("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, vec BLOB)",)
 
@@ -52,7 +58,7 @@ class EmbeddingCache(SqliteStore):
 
     def put(self, items: dict[str, np.ndarray]) -> None:
         self.executemany(
-            "INSERT OR REPLACE INTO emb (key, vec) VALUES (?, ?)",
+            "INSERT OR IGNORE INTO emb (key, vec) VALUES (?, ?)",
             [(k, np.asarray(v, dtype=np.float32).tobytes()) for k, v in items.items()],
         )
 
@@ -117,7 +123,8 @@ class CachedEmbedder(ABC):
                 vecs = self.compute(todo_items[lo : lo + self.chunk_size])
                 batch = dict(zip(todo_keys[lo : lo + self.chunk_size], vecs, strict=True))
                 self.cache.put(batch)
-                found.update({k: np.asarray(v, dtype=np.float32) for k, v in batch.items()})
+                # what the cache holds: another job may have stored these texts first
+                found.update(self.cache.get(list(batch)))
                 bar.update(len(batch))
             bar.close()
             self.stats["embedded"] += len(todo_items)
