@@ -41,11 +41,12 @@ def model_cache_dir() -> Path | None:
 
 
 def converted_folder(gguf_path: Path) -> Path | None:
-    """Where the conversion of `gguf_path` lives (whether or not it exists yet)."""
+    """Where the conversion of `gguf_path` lives (whether or not it exists yet); None when
+    conversion is off or `gguf_path` is not a local file."""
     import transformers
 
     root = model_cache_dir()
-    if root is None:
+    if root is None or not gguf_path.is_file():  # a name on the Hub: transformers resolves it
         return None
     stat = gguf_path.stat()
     identity = f"{gguf_path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}"

@@ -37,6 +37,7 @@ def test_a_replaced_gguf_file_gets_a_new_folder(
     assert first == converted_folder(gguf) and first.parent == tmp_path / "models"
     os.utime(gguf, ns=(0, gguf.stat().st_mtime_ns + 10**9))
     assert converted_folder(gguf) != first
+    assert converted_folder(tmp_path / "on-the-hub.gguf") is None  # not a local file
 
 
 def _tiny_model_and_tokenizer():
