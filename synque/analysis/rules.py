@@ -206,11 +206,6 @@ def _nan_weighted_mean(ranks: np.ndarray, weights: np.ndarray) -> np.ndarray:
         return np.where(total > 0, (np.nan_to_num(ranks) * w).sum(axis=1) / total, np.nan)
 
 
-def _kendall(a: np.ndarray, b: np.ndarray) -> float:
-    """Kendall tau-b over the rows where both are present (NaN when undefined)."""
-    return float(_pairwise_taus(np.column_stack([a, b]))[0, 1])
-
-
 def _pairwise_taus(ranks: np.ndarray) -> np.ndarray:
     """Kendall tau-b of every pair of columns, each pair over the rows both have ([n, n];
     NaN where undefined); `ranks` [m, n], or [groups, m, n] for a stack of groups (rows
@@ -241,7 +236,7 @@ def _pairwise_taus(ranks: np.ndarray) -> np.ndarray:
         return np.where(denom > 0, concordance / np.where(denom > 0, denom, 1.0), np.nan)
 
 
-#: Groups whose taus are computed in one stack (bounds the [groups, m, m, n] sign arrays).
+#: Groups whose taus are computed in one stack (bounds the [groups, row pairs, n] sign arrays).
 TAU_STACK = 32
 
 

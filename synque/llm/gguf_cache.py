@@ -4,8 +4,9 @@ Why: transformers parses a GGUF file's metadata three times per load (config, to
 model) and de-quantises every tensor, so the packaged SmolLM2-135M took 18-30 s to load on
 two cores, and every synque process that judges, generates or fine-tunes with it paid that
 again (each job of a multirun, each CLI call). The converted folder (config, tokenizer,
-float32 safetensors: about 0.5 GiB for SmolLM2) loads in under a second with the same
-weights, token ids and logits (tests/llm/test_gguf_cache.py).
+float32 safetensors: about 0.5 GiB for SmolLM2) loads in about 0.3 s (a whole judge
+process, imports included, in about 4.5 s against 21 s) with the same weights, token ids
+and logits (tests/llm/test_gguf_cache.py, bench/bench_model_load.py).
 
 Where: `$SYNQUE_MODEL_CACHE` (default `~/.cache/synque/models`; `off` turns the conversion
 off), one folder per GGUF file, keyed by the file's path, size and modification time and by

@@ -217,7 +217,7 @@ class LocalLLM(LLM):
         key = (source, gguf, str(dtype), str(self.device))
         if key not in _LOADED:
             _LOADED.clear()  # one model at a time: never a second copy in memory
-            if gguf:  # converted once into a plain folder, which loads in a second
+            if gguf:  # converted once into a plain folder that later processes load
                 tokenizer, net = load_gguf(source, gguf, dtype)
             else:
                 tokenizer = AutoTokenizer.from_pretrained(source)

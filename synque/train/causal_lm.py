@@ -265,24 +265,20 @@ def load_base(model: str, gguf_file: str | None, dtype: Any) -> tuple[Any, Any]:
     if model == "smollm2":
         path = smollm2_gguf()
         source, gguf = str(path.parent), path.name
-    kwargs: dict[str, Any] = {}
-    if gguf:
-        from transformers import GgufConfig
-
-        # unpacked into plain Linear layers: trainable by peft, and savable after full
-        # fine-tuning (a model that keeps GGUF blocks is neither)
-        kwargs = {"gguf_file": gguf}
-        model_kwargs = {"quantization_config": GgufConfig(dequantize=True)}
-    else:
-        model_kwargs = {}
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        if gguf:  # converted once into a plain folder (synque.llm.gguf_cache)
-            tokenizer, net = load_gguf(source, gguf, dtype, **model_kwargs)
+        if gguf:
+            from transformers import GgufConfig
+
+            # unpacked into plain Linear layers: trainable by peft, and savable after full
+            # fine-tuning (a model that keeps GGUF blocks is neither); converted once into a
+            # plain folder that later loads read (synque.llm.gguf_cache)
+            dequantized = GgufConfig(dequantize=True)
+            tokenizer, net = load_gguf(source, gguf, dtype, quantization_config=dequantized)
         else:
-            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-            net = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **model_kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            net = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     finally:
         if bars:
             hf_logging.enable_progress_bar()
